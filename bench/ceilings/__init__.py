@@ -1,0 +1,1 @@
+"""Ceilings: the cheapest servers doing the same work, one process each."""

@@ -1,0 +1,1 @@
+"""The pipelines under test, written with pipeserve's public API as the seeds write servers."""

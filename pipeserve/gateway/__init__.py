@@ -1,0 +1,1 @@
+"""The gateway: HTTP and gRPC front doors around one DAG."""

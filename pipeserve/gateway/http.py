@@ -1,0 +1,160 @@
+"""HTTP front door: ``POST /{name}/{method}`` with the Request/Response as JSON.
+
+The prediction route is a bare ASGI handler with orjson: a web framework's per-request
+validation costs several times the pipeline's own work for small requests. FastAPI owns
+the rest of the surface (health, readiness, the OpenAPI document, which also describes
+the prediction route).
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any, Awaitable, Callable
+
+import fastapi
+import orjson
+import pydantic
+
+from pipeserve import codec
+from pipeserve.gateway import core
+from pipeserve.pipeline import errors
+
+_LOGGER = logging.getLogger("pipeserve.gateway")
+
+Scope = dict[str, Any]
+Receive = Callable[[], Awaitable[dict[str, Any]]]
+Send = Callable[[dict[str, Any]], Awaitable[None]]
+
+_JSON_HEADERS = [(b"content-type", b"application/json")]
+
+
+class HttpApp:
+    """The ASGI application of the gateway."""
+
+    def __init__(self, gateway: core.Gateway) -> None:
+        self.gateway = gateway
+        self.max_request_bytes = gateway.config.max_request_bytes
+        self.api = build_api(gateway)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["method"] == "POST":
+            parts = scope["path"].strip("/").split("/")
+            if len(parts) == 2:
+                await self._predict(scope, receive, send, parts[0], parts[1])
+                return
+        await self.api(scope, receive, send)
+
+    async def _predict(self, scope: Scope, receive: Receive, send: Send, name: str, method: str) -> None:
+        try:
+            body = await self._read_body(scope, receive)
+            request = codec.request_from_json(body, self.max_request_bytes)
+            request.name = name
+            request.method = method
+            if not request.clientip and scope.get("client"):
+                request.clientip = scope["client"][0]
+            response, error = await self.gateway.infer(request)
+            payload = codec.response_to_json(response)
+            status = 200 if error is None else error.http_status
+        except errors.PipelineError as error:
+            payload, status = _error_body(error), error.http_status
+        except Exception:  # noqa: BLE001 - the front door must answer whatever happened
+            _LOGGER.exception("HTTP %s %s failed", scope["method"], scope["path"])
+            error = errors.OpError("internal error in the gateway (see pipeline.log.wf)")
+            payload, status = _error_body(error), error.http_status
+        await send(
+            {
+                "type": "http.response.start",
+                "status": status,
+                "headers": [*_JSON_HEADERS, (b"content-length", str(len(payload)).encode())],
+            }
+        )
+        await send({"type": "http.response.body", "body": payload})
+
+    async def _read_body(self, scope: Scope, receive: Receive) -> bytes:
+        limit = self.max_request_bytes
+        for header, value in scope["headers"]:
+            if header == b"content-length" and value.isdigit() and int(value) > limit:
+                raise errors.PayloadTooLargeError(
+                    f"request body: {int(value)} bytes is over the limit of {limit}"
+                )
+        message = await receive()
+        body: bytes = message.get("body", b"")
+        if not message.get("more_body"):
+            return body
+        chunks = [body]
+        size = len(body)
+        while message.get("more_body"):
+            message = await receive()
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > limit:
+                raise errors.PayloadTooLargeError(f"request body: more than {limit} bytes is over the limit")
+            chunks.append(chunk)
+        return b"".join(chunks)
+
+
+def _error_body(error: errors.PipelineError) -> bytes:
+    return orjson.dumps({"err_no": error.code, "err_msg": error.message, "key": [], "value": [], "tensors": {}})
+
+
+# The rest of the surface --------------------------------------------------------------------
+
+
+class TensorJson(pydantic.BaseModel):
+    """An array: numpy dtype name, shape, and the C-order little-endian bytes in base64."""
+
+    dtype: str
+    shape: list[int]
+    data: str
+
+
+class RequestJson(pydantic.BaseModel):
+    """The seeds' Request as JSON: paired key/value strings, plus tensors by key."""
+
+    key: list[str] = []
+    value: list[str] = []
+    logid: int = 0
+    clientip: str = ""
+    tensors: dict[str, TensorJson] = {}
+    batch: bool = False
+
+
+class ResponseJson(pydantic.BaseModel):
+    """The seeds' Response as JSON: err_no 0 on success, else err_msg says what went wrong."""
+
+    err_no: int
+    err_msg: str
+    key: list[str]
+    value: list[str]
+    tensors: dict[str, TensorJson]
+
+
+def build_api(gateway: core.Gateway) -> fastapi.FastAPI:
+    """Health, readiness and the documented routes."""
+    api = fastapi.FastAPI(
+        title="pipeserve gateway",
+        description=f"Serves the pipeline '{gateway.name}'.",
+        docs_url="/docs",
+    )
+
+    @api.get("/healthz", summary="Liveness: the process serves HTTP")
+    async def healthz() -> dict[str, str]:
+        return {"status": "alive"}
+
+    @api.get("/readyz", summary="Readiness: every op's init_op has finished and the server is not draining")
+    async def readyz() -> fastapi.responses.JSONResponse:
+        if gateway.ready:
+            return fastapi.responses.JSONResponse({"status": "ready"})
+        reason = "draining" if gateway.draining else "ops are running init_op"
+        return fastapi.responses.JSONResponse({"status": "not ready", "reason": reason}, status_code=503)
+
+    @api.post(
+        "/{name}/{method}",
+        response_model=ResponseJson,
+        summary="Run the pipeline on one request",
+        description=f"`name` is '{gateway.name}', `method` one of {', '.join(gateway.methods)}.",
+    )
+    async def predict(name: str, method: str, request: RequestJson) -> ResponseJson:  # pragma: no cover
+        raise AssertionError("served by HttpApp before FastAPI sees it")
+
+    return api

@@ -1,0 +1,10 @@
+"""The DAG engine: ops, channels, batching, workers and the executor that runs them."""
+
+from pipeserve.pipeline.channel import ChannelData
+from pipeserve.pipeline.errors import ErrCode, ProductErrCode
+from pipeserve.pipeline.op import Op, RequestOp, ResponseOp
+
+ChannelDataErrcode = ErrCode
+"""The seeds' name for the framework's error codes."""
+
+__all__ = ["ChannelData", "ChannelDataErrcode", "ErrCode", "Op", "ProductErrCode", "RequestOp", "ResponseOp"]

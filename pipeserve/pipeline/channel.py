@@ -1,0 +1,70 @@
+"""What flows out of the DAG, and the gate that bounds what flows in.
+
+The seeds bound a pipeline's memory at its entry: the whole graph's input goes through
+one channel whose size is the service's flow control (seed §1.2.4). Here the
+:class:`Admission` gate admits at most ``limit`` requests into the DAG at once; since a
+request occupies at most one slot in each op's channel, no channel ever holds more. A
+request that finds the DAG full waits for room up to its own timeout and then gets a
+clear "busy" error.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+from typing import Any
+
+from pipeserve.pipeline import errors
+
+
+@dataclasses.dataclass(slots=True)
+class ChannelData:
+    """The DAG's result for one request, as ResponseOp.pack_response_package receives it."""
+
+    data_id: int
+    log_id: int
+    dicts: dict[str, Any]
+    """Outputs of the ResponseOp's input ops, by op name (empty on error)."""
+    error: errors.PipelineError | None = None
+    last_op: str = ""
+    """Name of the op that produced the result (or the error)."""
+
+    @property
+    def error_code(self) -> int:
+        """``err_no`` for the response: 0, a framework code, or the ProductErrCode value."""
+        return 0 if self.error is None else self.error.code
+
+    @property
+    def error_info(self) -> str:
+        """``err_msg`` for the response."""
+        return "" if self.error is None else self.error.message
+
+
+class Admission:
+    """Admits at most ``limit`` requests into the DAG at once."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self._slots = asyncio.Semaphore(limit)
+
+    @property
+    def in_flight(self) -> int:
+        """Requests inside the DAG now."""
+        return self.limit - self._slots._value  # noqa: SLF001 - asyncio exposes no getter
+
+    async def enter(self, timeout_s: float | None) -> None:
+        """Take a slot, waiting at most ``timeout_s``; raises ServerBusyError after that."""
+        if not self._slots.locked():
+            await self._slots.acquire()  # returns without suspending while slots are free
+            return
+        try:
+            await asyncio.wait_for(self._slots.acquire(), timeout_s)
+        except asyncio.TimeoutError:
+            raise errors.ServerBusyError(
+                f"server busy: {self.limit} requests already in the pipeline and none finished "
+                f"within the request timeout of {timeout_s * 1000:.0f} ms; retry later"
+            ) from None
+
+    def leave(self) -> None:
+        """Give the slot back."""
+        self._slots.release()

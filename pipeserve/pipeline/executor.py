@@ -1,0 +1,364 @@
+"""Runs requests through a checked DAG.
+
+Per request there is one small context: the outputs so far, a countdown for each op that
+waits on several inputs (fan-in), and a future for the result. When an op finishes, its
+output is handed by reference to every op that reads it (fan-out) and each of those
+whose inputs are now complete is started. Ops that are cheap run on the event loop right
+there (``inline``); the others queue for their workers, which take them in batches.
+
+A request ends exactly once: with the ResponseOp's inputs, or with the first error. Its
+remaining work is dropped before it reaches a worker, and its admission slot is freed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import itertools
+import logging
+import time
+from typing import Any
+
+from pipeserve.pipeline import batching, channel, dag, errors, stages, workers
+from pipeserve.pipeline import config as config_mod
+from pipeserve.pipeline import op as op_mod
+
+_LOGGER = logging.getLogger("pipeserve.executor")
+
+
+class DagExecutor:
+    """The DAG of one server process, with the workers of its ops.
+
+    Args:
+        graph: the checked DAG.
+        config: the server's config; op settings given to an op's constructor win over it.
+        worker_index, worker_count: this process among ``build_dag_each_worker`` processes,
+            so that data_ids stay unique across them.
+    """
+
+    def __init__(
+        self,
+        graph: dag.Graph,
+        config: config_mod.ServerConfig,
+        *,
+        worker_index: int = 0,
+        worker_count: int = 1,
+    ) -> None:
+        self.graph = graph
+        self.config = config
+        self.op_configs = {name: resolve_op_config(op, config) for name, op in graph.ops.items()}
+        self.nodes: dict[str, _Node] = {}
+        for name, op in graph.ops.items():
+            op_config = self.op_configs[name]
+            op.runtime_config = op_config.runtime
+            self.nodes[name] = _Node(self, name, op, graph.inputs[name], op_config)
+        self._response = _ResponseNode(self, graph.inputs[dag.RESPONSE])
+        everything: dict[str, _Node | _ResponseNode] = {**self.nodes, dag.RESPONSE: self._response}
+        self._successors = {
+            name: [everything[s] for s in graph.successors(name)]
+            for name in (dag.REQUEST, *self.nodes)
+        }
+        self._fan_in = {name: len(ins) for name, ins in graph.inputs.items() if len(ins) > 1}
+        self._admission = channel.Admission(config_mod.in_flight_limit(config))
+        timeout_ms = config.dag.timeout_ms
+        self._timeout_s = timeout_ms / 1000 if timeout_ms > 0 else None
+        self._ids = itertools.count(worker_index, worker_count)
+        self._tasks: set[asyncio.Task[None]] = set()
+        self.ready = False
+
+    # Life cycle ----------------------------------------------------------------------------
+
+    def fork_workers(self) -> None:
+        """Start the process workers; call before the server starts any thread."""
+        for node in self.nodes.values():
+            if isinstance(node.workers, workers.ProcessWorkers):
+                node.workers.fork()
+
+    async def start(self) -> None:
+        """Run every op's init_op and start the batchers; then the DAG is ready."""
+        await asyncio.gather(*(node.workers.start() for node in self.nodes.values()))
+        for node in self.nodes.values():
+            if node.queue is not None:
+                self._tasks.add(asyncio.create_task(node.batch_loop(), name=f"batcher-{node.name}"))
+        self.ready = True
+
+    async def close(self) -> None:
+        """Stop the batchers and the workers."""
+        self.ready = False
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await asyncio.gather(*(node.workers.close() for node in self.nodes.values()))
+
+    @property
+    def in_flight(self) -> int:
+        """Requests inside the DAG now."""
+        return self._admission.in_flight
+
+    def channel_sizes(self) -> dict[str, int]:
+        """Samples waiting for each op's workers."""
+        return {name: len(node.queue) for name, node in self.nodes.items() if node.queue is not None}
+
+    # Requests ------------------------------------------------------------------------------
+
+    def next_data_id(self) -> int:
+        """A data_id unique in this server (across its worker processes too)."""
+        return next(self._ids)
+
+    async def run(self, values: Any, data_id: int, log_id: int, batch: bool = False) -> channel.ChannelData:
+        """Run one request whose RequestOp output is ``values``; errors come back in the result."""
+        started = time.monotonic()
+        timeout_s = self._timeout_s
+        try:
+            await self._admission.enter(timeout_s)
+        except errors.PipelineError as error:
+            return channel.ChannelData(data_id, log_id, {}, error, dag.REQUEST)
+        ctx = _Request(self, data_id, log_id, batch)
+        timer = None
+        if timeout_s is not None:
+            remaining = max(0.0, timeout_s - (time.monotonic() - started))
+            timer = asyncio.get_running_loop().call_later(remaining, ctx.time_out)
+        try:
+            self.deliver(ctx, dag.REQUEST, values)
+            return await ctx.future
+        finally:
+            ctx.done = True
+            if timer is not None:
+                timer.cancel()
+            self._admission.leave()
+
+    def deliver(self, ctx: _Request, name: str, output: Any) -> None:
+        """Record ``name``'s output and start every op it completes."""
+        ctx.outputs[name] = output
+        for successor in self._successors[name]:
+            if successor.fan_in > 1:
+                left = ctx.waiting[successor.name] - 1
+                ctx.waiting[successor.name] = left
+                if left:
+                    continue
+            successor.submit(ctx)
+            if ctx.done:
+                return
+
+    def pending_ops(self, ctx: _Request) -> list[str]:
+        """Ops a request has started but not finished."""
+        outputs = ctx.outputs
+        return [
+            name
+            for name, node in self.nodes.items()
+            if name not in outputs and all(i in outputs for i in node.inputs)
+        ]
+
+
+class _Request:
+    """The state of one request inside the DAG."""
+
+    __slots__ = ("executor", "data_id", "log_id", "batch", "outputs", "waiting", "future", "done")
+
+    def __init__(self, executor: DagExecutor, data_id: int, log_id: int, batch: bool) -> None:
+        self.executor = executor
+        self.data_id = data_id
+        self.log_id = log_id
+        self.batch = batch
+        self.outputs: dict[str, Any] = {}
+        self.waiting = dict(executor._fan_in)  # noqa: SLF001 - the executor's own helper
+        self.future: asyncio.Future[channel.ChannelData] = asyncio.get_running_loop().create_future()
+        self.done = False
+
+    def finish(self, result: channel.ChannelData) -> None:
+        if not self.done:
+            self.done = True
+            self.future.set_result(result)
+
+    def fail(self, error: errors.PipelineError, op_name: str) -> None:
+        self.finish(channel.ChannelData(self.data_id, self.log_id, {}, error, op_name))
+
+    def time_out(self) -> None:
+        pending = self.executor.pending_ops(self)
+        timeout_ms = self.executor.config.dag.timeout_ms
+        where = f" (still running: {', '.join(pending)})" if pending else ""
+        _LOGGER.warning(
+            "[data_id=%s log_id=%s] request timed out after %g ms%s", self.data_id, self.log_id, timeout_ms, where
+        )
+        self.fail(errors.TimeoutError_(f"request timed out after {timeout_ms:g} ms{where}"), ",".join(pending))
+
+
+class _ResponseNode:
+    """The end of the DAG: completes the request with the ResponseOp's inputs."""
+
+    name = dag.RESPONSE
+
+    def __init__(self, executor: DagExecutor, inputs: tuple[str, ...]) -> None:
+        self.inputs = inputs
+        self.fan_in = len(inputs)
+
+    def submit(self, ctx: _Request) -> None:
+        outputs = ctx.outputs
+        dicts = {name: outputs[name] for name in self.inputs}
+        ctx.finish(channel.ChannelData(ctx.data_id, ctx.log_id, dicts, None, self.inputs[-1]))
+
+
+class _Node:
+    """One op of the DAG at run time: its workers and, unless it runs inline one sample at
+    a time, the queue its batches form in."""
+
+    def __init__(
+        self,
+        executor: DagExecutor,
+        name: str,
+        op: op_mod.Op,
+        inputs: tuple[str, ...],
+        op_config: config_mod.OpConfig,
+    ) -> None:
+        self.executor = executor
+        self.name = name
+        self.op = op
+        self.inputs = inputs
+        self.fan_in = len(inputs)
+        self.config = op_config
+        self.workers = make_workers(op, op_config, config_mod.effective_is_thread_op(executor.config, name))
+        timeout_ms = op_config.timeout_ms
+        self.timeout_s = timeout_ms / 1000 if timeout_ms > 0 else None
+        self.runner = stages.StageRunner(op)
+        self.fast = op_config.inline and op_config.batch_size == 1
+        self.queue: batching.BatchQueue[tuple[_Request, stages.Sample]] | None = None
+        if not self.fast:
+            wait_s = (op_config.auto_batching_timeout_ms or 0) / 1000
+            self.queue = batching.BatchQueue(op_config.batch_size, wait_s, _is_dead)
+        self._purge_at = 2 * config_mod.in_flight_limit(executor.config)
+        self._slots: asyncio.Semaphore | None = None
+        self._running: set[asyncio.Task[None]] = set()
+
+    def submit(self, ctx: _Request) -> None:
+        outputs = ctx.outputs
+        sample = stages.Sample({name: outputs[name] for name in self.inputs}, ctx.data_id, ctx.log_id, ctx.batch)
+        if self.fast:
+            self.complete(ctx, self.runner.run([sample])[0])
+            return
+        queue = self.queue
+        assert queue is not None
+        if len(queue) >= self._purge_at:
+            queue.purge()  # requests that ended while queued: keep the queue bounded
+        queue.put((ctx, sample))
+
+    def complete(self, ctx: _Request, outcome: Any) -> None:
+        if ctx.done:
+            return
+        if isinstance(outcome, errors.PipelineError):
+            ctx.fail(outcome, self.name)
+        else:
+            self.executor.deliver(ctx, self.name, outcome)
+
+    async def batch_loop(self) -> None:
+        """Form a batch whenever a worker is free, and run it."""
+        queue = self.queue
+        assert queue is not None
+        slots = self._slots = asyncio.Semaphore(self.workers.concurrency)
+        while True:
+            await slots.acquire()
+            try:
+                items = await queue.next_batch()
+            except BaseException:
+                slots.release()
+                raise
+            task = asyncio.create_task(self._run_batch(items, slots))
+            self._running.add(task)
+            task.add_done_callback(self._running.discard)
+
+    async def _run_batch(self, items: list[tuple[_Request, stages.Sample]], slots: asyncio.Semaphore) -> None:
+        try:
+            outcomes = await self._attempts([sample for _, sample in items])
+        finally:
+            slots.release()
+        for (ctx, _), outcome in zip(items, outcomes):
+            self.complete(ctx, outcome)
+
+    async def _attempts(self, samples: list[stages.Sample]) -> list[Any]:
+        retry = self.config.retry
+        for attempt in range(1, retry + 1):
+            try:
+                return await self.workers.run(samples, self.timeout_s)
+            except asyncio.TimeoutError:
+                _LOGGER.warning(
+                    "[%s] op '%s' timed out after %g ms (attempt %d of %d)",
+                    _ids(samples), self.name, self.config.timeout_ms, attempt, retry,
+                )
+            except Exception as exc:  # noqa: BLE001 - a worker failure fails its batch only
+                error = errors.to_err(exc, self.name)
+                if error is exc:
+                    _LOGGER.error("[%s] op '%s': %s", _ids(samples), self.name, error.message)
+                else:
+                    _LOGGER.error("[%s] op '%s' failed", _ids(samples), self.name, exc_info=exc)
+                return [error] * len(samples)
+        timeout = errors.TimeoutError_(
+            f"op '{self.name}' timed out after {self.config.timeout_ms:g} ms"
+            + (f" ({retry} attempts)" if retry > 1 else "")
+        )
+        return [timeout] * len(samples)
+
+
+def _is_dead(item: tuple[_Request, stages.Sample]) -> bool:
+    return item[0].done
+
+
+def _ids(samples: list[stages.Sample]) -> str:
+    return " ".join(f"data_id={s.data_id} log_id={s.log_id}" for s in samples)
+
+
+def make_workers(op: op_mod.Op, op_config: config_mod.OpConfig, is_thread_op: bool) -> workers.Workers:
+    """The kind of workers an op's config asks for."""
+    if op_config.inline:
+        return workers.InlineWorkers(op)
+    if is_thread_op:
+        return workers.ThreadWorkers(op, op_config.concurrency)
+    return workers.ProcessWorkers(op, op_config.concurrency)
+
+
+_CONSTRUCTOR_KEYS = {
+    "concurrency": "concurrency",
+    "retry": "retry",
+    "batch_size": "batch_size",
+    "timeout": "timeout_ms",
+    "auto_batching_timeout": "auto_batching_timeout_ms",
+    "inline": "inline",
+    "server_endpoints": "server_endpoints",
+    "fetch_list": "fetch_list",
+    "client_config": "client_config",
+    "client_type": "client_type",
+}
+
+
+def resolve_op_config(op: op_mod.Op, config: config_mod.ServerConfig) -> config_mod.OpConfig:
+    """The op's settings: its constructor arguments, then config.yml, then the defaults."""
+    base = config.ops.get(op.name) or config_mod.OpConfig(name=op.name)
+    changes: dict[str, Any] = {}
+    for key, value in op.constructor_settings().items():
+        _check_constructor_value(op.name, key, value)
+        changes[_CONSTRUCTOR_KEYS[key]] = tuple(value) if isinstance(value, list) else value
+    resolved = dataclasses.replace(base, **changes)
+    where = f"op '{op.name}'"
+    if resolved.batch_size > 1 and resolved.auto_batching_timeout_ms is None:
+        raise errors.DagError(
+            f"{where}: batch_size {resolved.batch_size} needs auto_batching_timeout (ms to wait "
+            "for a full batch)"
+        )
+    if resolved.inline and resolved.timeout_ms > 0:
+        raise errors.DagError(
+            f"{where}: an inline op runs on the event loop and cannot be timed out; remove "
+            "its timeout, or run it in threads (inline: false)"
+        )
+    if resolved.server_endpoints:
+        raise errors.DagError(
+            f"{where}: server_endpoints {list(resolved.server_endpoints)}: remote ops are not "
+            "supported by this version; remove server_endpoints to run the op locally"
+        )
+    return resolved
+
+
+def _check_constructor_value(op_name: str, key: str, value: Any) -> None:
+    if key in ("concurrency", "retry", "batch_size"):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise errors.DagError(f"op '{op_name}': {key} must be an integer >= 1, got {value!r}")
+    elif key in ("timeout", "auto_batching_timeout"):
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise errors.DagError(f"op '{op_name}': {key} must be a number of ms, got {value!r}")
