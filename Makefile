@@ -13,10 +13,15 @@ $(STAMP): pyproject.toml
 	@touch $(STAMP)
 
 serve: $(STAMP)
-	cd examples/imdb_ensemble && ../../$(PY) server.py
+	@echo "Once it is serving, try from another terminal:"
+	@echo "  curl -s http://127.0.0.1:18070/imdb/prediction -d '{\"key\": [\"words\"], \"value\": [\"this movie was not good at all\"]}'"
+	@echo "  cd examples/imdb_ensemble && ../../$(PY) client.py 127.0.0.1:18071"
+	@echo
+	cd examples/imdb_ensemble && exec ../../$(PY) server.py
 
 test: $(STAMP)
 	$(VENV)/bin/lint-imports
+	$(PY) -m mypy
 	$(PY) -m pytest -q
 
 protos: $(STAMP)

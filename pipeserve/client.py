@@ -34,23 +34,24 @@ class PredictResult(Mapping[str, Any]):
     def __init__(self, err_no: int, err_msg: str, values: dict[str, Any]) -> None:
         self.err_no = err_no
         self.err_msg = err_msg
-        self.values = values
+        self.outputs = values
+        """The values by key (numpy arrays and strings)."""
 
     def __getitem__(self, key: str) -> Any:
         if key in ("err_no", "ecode"):
             return self.err_no
         if key in ("err_msg", "error_info"):
             return self.err_msg
-        return self.values[key]
+        return self.outputs[key]
 
     def __iter__(self) -> Iterator[str]:
-        return iter(["err_no", "err_msg", *self.values])
+        return iter(["err_no", "err_msg", *self.outputs])
 
     def __len__(self) -> int:
-        return 2 + len(self.values)
+        return 2 + len(self.outputs)
 
     def __repr__(self) -> str:
-        return f"PredictResult(err_no={self.err_no}, err_msg={self.err_msg!r}, values={self.values!r})"
+        return f"PredictResult(err_no={self.err_no}, err_msg={self.err_msg!r}, outputs={self.outputs!r})"
 
 
 class PipelineClient:
@@ -107,7 +108,7 @@ class PipelineClient:
                 ("grpc.max_send_message_length", self._max_bytes),
             ],
         )
-        self._stub = pb_grpc.PipelineServiceStub(self._channel)
+        self._stub = pb_grpc.PipelineServiceStub(self._channel)  # type: ignore[no-untyped-call]
 
     def predict(
         self,

@@ -344,10 +344,10 @@ def _tensors_to_json(tensors: _TensorMap) -> dict[str, dict[str, object]]:
 
 def response_to_json(resp: pb.Response) -> bytes:
     """Encode a response as the HTTP body: err_no, err_msg, key, value, tensors (base64 data)."""
-    out = {"err_no": resp.err_no, "err_msg": resp.err_msg, "key": resp.key[:]}
-    out["value"] = resp.value[:]
-    out["tensors"] = _tensors_to_json(resp.tensors)
-    return orjson.dumps(out)
+    return orjson.dumps({
+        "err_no": resp.err_no, "err_msg": resp.err_msg, "key": resp.key[:],
+        "value": resp.value[:], "tensors": _tensors_to_json(resp.tensors),
+    })  # fmt: skip
 
 
 # --- client side -------------------------------------------------------------------------
@@ -374,7 +374,8 @@ def request_from_values(
         ValueError: With ``batch=True``, a tensor without a leading dimension, or tensors
             whose leading dimensions differ.
     """
-    req = pb.Request()
+    # None leaves a proto2 field unset, so an empty name is not sent at all.
+    req = pb.Request(name=name or None, method=method or None, logid=logid, batch=batch or None)
     keys: list[str] = []
     strs: list[str] = []
     sizes: dict[str, int] = {}
@@ -395,20 +396,12 @@ def request_from_values(
         raise ValueError(f"feed: batch=True needs one leading dimension for all, got {listed}")
     req.key.extend(keys)
     req.value.extend(strs)
-    if name:
-        req.name = name
-    if method:
-        req.method = method
-    if logid is not None:
-        req.logid = logid
-    if batch:
-        req.batch = True
     return req
 
 
 def request_to_json(req: pb.Request) -> bytes:
     """Encode a request as an HTTP body that :func:`request_from_json` accepts."""
-    out: dict[str, object] = {"key": list(req.key), "value": list(req.value)}
+    out: dict[str, object] = {"key": req.key[:], "value": req.value[:]}
     for field in ("name", "method", "logid", "clientip", "batch"):
         if req.HasField(field):
             out[field] = getattr(req, field)

@@ -7,6 +7,7 @@ validation of every field, byte counts checked without allocating, op outputs.
 from __future__ import annotations
 
 import base64
+import tracemalloc
 from typing import Any
 
 import numpy as np
@@ -120,7 +121,7 @@ def test_response_json_has_the_seed_layout() -> None:
         "err_msg": "",
         "key": ["label"],
         "value": ["pos"],
-        "tensors": {"prob": {"dtype": "float64", "shape": [], "data": b64(np.float64(0.5).tobytes())}},
+        "tensors": {"prob": {"dtype": "float64", "shape": [], "data": b64(b"\0" * 6 + b"\xe0?")}},
     }
 
 
@@ -169,41 +170,49 @@ def test_unknown_field_is_named_with_the_allowed_ones() -> None:
         ({"clientip": 1.5}, "clientip: must be a string, got float"),
         ({"logid": True}, "logid: must be an integer, got bool"),
         ({"logid": "7"}, "logid: must be an integer, got string"),
-        ({"logid": 2**64 - 1}, f"logid: must be an integer from {-(2**63)} to {2**63 - 1}, got {2**64 - 1}"),
+        (
+            {"logid": 2**64 - 1},
+            f"logid: must be an integer from {-(2**63)} to {2**63 - 1}, got {2**64 - 1}",
+        ),
         ({"batch": 1}, "batch: must be true or false, got int"),
         ({"tensors": []}, "tensors: must be an object of tensors by key, got array"),
-        ({"tensors": {"x": "abc"}}, "tensors.x: must be an object of dtype, shape, data, got string"),
-        ({"tensors": {"x": {"dtype": "int8", "shape": []}}}, "tensors.x: missing field 'data'"),
-        (
-            {"tensors": {"x": {**tensor_json(), "order": "C"}}},
-            "tensors.x: unknown field 'order'; use only dtype, shape, data",
-        ),
-        ({"tensors": {"x": tensor_json(dtype=4)}}, "tensors.x.dtype: must be a string, got int"),
-        (
-            {"tensors": {"x": tensor_json(dtype="complex64")}},
-            f"tensors.x.dtype: unsupported dtype 'complex64'; use one of {ALLOWED}",
-        ),
-        ({"tensors": {"x": {**tensor_json(), "shape": 2}}}, "tensors.x.shape: must be an array of integers, got int"),
-        ({"tensors": {"x": tensor_json(shape=[-1])}}, "tensors.x.shape[0]: must be an integer >= 0, got -1"),
-        ({"tensors": {"x": tensor_json(shape=[1, True])}}, "tensors.x.shape[1]: must be an integer >= 0, got bool"),
-        ({"tensors": {"x": tensor_json(shape=[0, 2**63])}}, f"tensors.x.shape[1]: must be an integer below 2**63, got {2**63}"),
-        ({"tensors": {"x": tensor_json(shape=[1] * 65)}}, "tensors.x.shape: 65 dimensions is over the limit of 64"),
-        ({"tensors": {"x": {**tensor_json(), "data": None}}}, "tensors.x.data: must be a string, got null"),
-        ({"tensors": {"x": {**tensor_json(), "data": "ab!="}}}, "tensors.x.data: not valid base64 (Only base64 data is allowed)"),
-        ({"tensors": {"x": {**tensor_json(), "data": "é"}}}, "tensors.x.data: not valid base64 (string argument should contain only ASCII characters)"),
-        (
-            {"tensors": {"x": tensor_json(shape=[2, 2], data=bytes(12))}},
-            "tensors.x: 12 bytes do not match float32 x [2, 2] (16 bytes)",
-        ),
+        ({"tensors": {"x": 1}}, "tensors.x: must be an object of dtype, shape, data, got int"),
     ],
 )
 def test_wrong_field_is_named(obj: object, message: str) -> None:
     assert request_error(body(obj)) == message
 
 
+@pytest.mark.parametrize(
+    ("fields", "message"),
+    [
+        ({"data": ...}, ": missing field 'data'"),
+        ({"order": "C"}, ": unknown field 'order'; use only dtype, shape, data"),
+        ({"dtype": 4}, ".dtype: must be a string, got int"),
+        ({"dtype": "complex64"}, f".dtype: unsupported dtype 'complex64'; use one of {ALLOWED}"),
+        ({"shape": 2}, ".shape: must be an array of integers, got int"),
+        ({"shape": [-1]}, ".shape[0]: must be an integer >= 0, got -1"),
+        ({"shape": [1, True]}, ".shape[1]: must be an integer >= 0, got bool"),
+        ({"shape": [0, 2**63]}, f".shape[1]: must be an integer below 2**63, got {2**63}"),
+        ({"shape": [1] * 65}, ".shape: 65 dimensions is over the limit of 64"),
+        ({"data": None}, ".data: must be a string, got null"),
+        ({"data": "ab!="}, ".data: not valid base64 (Only base64 data is allowed)"),
+        ({"data": "é"}, ".data: not valid base64 (string argument should contain only ASCII "
+                        "characters)"),
+        ({"shape": [2, 2], "data": b64(bytes(12))},
+         ": 12 bytes do not match float32 x [2, 2] (16 bytes)"),
+    ],
+)  # fmt: skip
+def test_wrong_tensor_field_is_named(fields: dict[str, Any], message: str) -> None:
+    tensor = {k: v for k, v in {**tensor_json(), **fields}.items() if v is not ...}
+    assert request_error(body({"tensors": {"x": tensor}})) == "tensors.x" + message
+
+
 def test_huge_declared_shape_fails_fast_without_allocating() -> None:
     raw = body({"tensors": {"x": tensor_json("int8", [2**40, 2**40], bytes(8))}})
-    assert request_error(raw) == f"tensors.x: 8 bytes do not match int8 x [{2**40}, {2**40}] ({2**80} bytes)"
+    assert request_error(raw) == (
+        f"tensors.x: 8 bytes do not match int8 x [{2**40}, {2**40}] ({2**80} bytes)"
+    )
     t = pb.Tensor(dtype="float64", shape=[2**62, 2**62], data=bytes(8))
     with pytest.raises(errors.RequestError) as info:
         codec.array_from_tensor(t, "tensors.x")
@@ -212,19 +221,37 @@ def test_huge_declared_shape_fails_fast_without_allocating() -> None:
     )
 
 
+def test_declared_size_is_never_allocated() -> None:
+    t = pb.Tensor(dtype="int8", shape=[2**10, 2**17], data=bytes(8))  # 128 MiB declared
+    tracemalloc.start()
+    try:
+        with pytest.raises(errors.RequestError):
+            codec.array_from_tensor(t, "t")
+        with pytest.raises(errors.RequestError):
+            codec.request_from_json(body({"tensors": {"t": tensor_json("int8", [2**27])}}), LIMIT)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 1 << 20
+
+
 @pytest.mark.parametrize(
-    ("tensor", "message"),
+    ("dtype", "shape", "data", "message"),
     [
-        (pb.Tensor(dtype="complex64", shape=[1], data=bytes(8)), f"t.dtype: unsupported dtype 'complex64'; use one of {ALLOWED}"),
-        (pb.Tensor(dtype="object", shape=[1], data=bytes(8)), f"t.dtype: unsupported dtype 'object'; use one of {ALLOWED}"),
-        (pb.Tensor(dtype="int8", shape=[2, -3], data=b""), "t.shape[1]: must be an integer >= 0, got -3"),
-        (pb.Tensor(dtype="float32", shape=[2, 2], data=bytes(12)), "t: 12 bytes do not match float32 x [2, 2] (16 bytes)"),
-        (pb.Tensor(dtype="float32", shape=[], data=b""), "t: 0 bytes do not match float32 x [] (4 bytes)"),
+        ("complex64", [1], bytes(8), 
+         f"t.dtype: unsupported dtype 'complex64'; use one of {ALLOWED}"),
+        ("object", [1], bytes(8), f"t.dtype: unsupported dtype 'object'; use one of {ALLOWED}"),
+        ("", [1], bytes(8), f"t.dtype: unsupported dtype ''; use one of {ALLOWED}"),
+        ("int8", [2, -3], b"", "t.shape[1]: must be an integer >= 0, got -3"),
+        ("float32", [2, 2], bytes(12), "t: 12 bytes do not match float32 x [2, 2] (16 bytes)"),
+        ("float32", [], b"", "t: 0 bytes do not match float32 x [] (4 bytes)"),
     ],
-)
-def test_bad_binary_tensor_is_refused(tensor: pb.Tensor, message: str) -> None:
+)  # fmt: skip
+def test_bad_binary_tensor_is_refused(
+    dtype: str, shape: list[int], data: bytes, message: str
+) -> None:
     with pytest.raises(errors.RequestError) as info:
-        codec.array_from_tensor(tensor, "t")
+        codec.array_from_tensor(pb.Tensor(dtype=dtype, shape=shape, data=data), "t")
     assert info.value.message == message
 
 
@@ -247,7 +274,9 @@ def test_key_in_both_key_and_tensors_is_named() -> None:
     req.tensors["a"].CopyFrom(req.tensors["b"])
     with pytest.raises(errors.RequestError) as info:
         codec.values_from_request(req)
-    assert info.value.message == "tensors.a: 'a' is also in key; send each key once, in key or in tensors"
+    assert info.value.message == (
+        "tensors.a: 'a' is also in key; send each key once, in key or in tensors"
+    )
 
 
 def test_decoded_array_shares_the_message_bytes_and_is_read_only() -> None:
@@ -298,10 +327,12 @@ def test_to_value_rejects_what_cannot_travel(value: object, message: str) -> Non
 
 @pytest.mark.parametrize(
     ("value", "dtype", "shape"),
-    [(3, "int64", ()), (0.5, "float64", ()), (True, "bool", ()), ([[1, 2], [3, 4]], "int64", (2, 2)),
-     ((1.0, 2.0), "float64", (2,)), (np.int16(4), "int16", ())],
+    [(3, "int64", ()), (0.5, "float64", ()), (True, "bool", ()), (np.int16(4), "int16", ()),
+     ([[1, 2], [3, 4]], "int64", (2, 2)), ((1.0, 2.0), "float64", (2,))],
 )  # fmt: skip
-def test_to_value_makes_arrays_of_numbers(value: object, dtype: str, shape: tuple[int, ...]) -> None:
+def test_to_value_makes_arrays_of_numbers(
+    value: object, dtype: str, shape: tuple[int, ...]
+) -> None:
     arr = codec.to_value(value, "out")
     assert isinstance(arr, np.ndarray) and arr.dtype == dtype and arr.shape == shape
 
@@ -316,6 +347,12 @@ def test_response_names_the_output_key_that_cannot_travel() -> None:
     assert info.value.message == (
         "prediction: cannot send a value of type dict; return a str or a numpy array"
     )
+
+
+def test_response_refuses_a_key_that_is_not_a_string() -> None:
+    with pytest.raises(errors.OpOutputError) as info:
+        codec.response_from_values({1: "one"})  # type: ignore[dict-item]
+    assert info.value.message == "1: output keys must be str, got int"
 
 
 def test_tensor_from_array_names_where_for_unsupported_dtype() -> None:
@@ -335,21 +372,27 @@ def test_tensor_from_array_writes_c_order_little_endian() -> None:
 
 
 def test_client_refuses_a_value_it_cannot_send() -> None:
-    with pytest.raises(TypeError, match=r"^feed\['x'\]: cannot send a value of type dict; use a str or a numpy array$"):
+    with pytest.raises(TypeError) as info:
         codec.request_from_values({"x": {}})
+    assert str(info.value) == (
+        "feed['x']: cannot send a value of type dict; use a str or a numpy array"
+    )
 
 
 def test_client_batch_needs_one_leading_dimension() -> None:
     with pytest.raises(ValueError) as info:
         codec.request_from_values({"a": np.zeros((2, 3)), "b": np.zeros(3)}, batch=True)
-    assert str(info.value) == "feed: batch=True needs one leading dimension for all, got 'a': 2, 'b': 3"
+    assert str(info.value) == (
+        "feed: batch=True needs one leading dimension for all, got 'a': 2, 'b': 3"
+    )
     with pytest.raises(ValueError) as info:
         codec.request_from_values({"a": np.float32(1)}, batch=True)
     assert str(info.value) == "feed['a']: batch=True needs a leading batch dimension, got 0-d"
 
 
 def test_client_batch_request_is_marked() -> None:
-    req = codec.request_from_values({"a": np.zeros((2, 3)), "b": [1, 2], "s": "x"}, batch=True, method="prediction")
+    feed = {"a": np.zeros((2, 3)), "b": [1, 2], "s": "x"}
+    req = codec.request_from_values(feed, batch=True, method="prediction")
     assert req.batch and req.method == "prediction" and not req.HasField("name")
 
 

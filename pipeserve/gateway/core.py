@@ -99,8 +99,8 @@ class Gateway:
                 "[data_id=%s log_id=%s] ResponseOp.pack_response_package raised",
                 result.data_id, result.log_id, exc_info=exc,
             )
-            error = errors.to_err(exc, type(self.response_op).__name__)
-            return _error_response(error), error
+            internal = errors.to_err(exc, type(self.response_op).__name__)
+            return _error_response(internal), internal
 
 
 def _error_response(error: errors.PipelineError) -> pb.Response:

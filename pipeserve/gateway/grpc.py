@@ -17,7 +17,7 @@ from pipeserve.proto.pipeserve.v1 import pipeline_service_pb2_grpc as pb_grpc
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["PipelineService"].full_name
 
 
-class PipelineServicer(pb_grpc.PipelineServiceServicer):  # type: ignore[misc]
+class PipelineServicer(pb_grpc.PipelineServiceServicer):
     """Decodes nothing itself: gRPC hands over a parsed Request."""
 
     def __init__(self, gateway: core.Gateway) -> None:
@@ -42,7 +42,7 @@ class GrpcServer:
                 ("grpc.so_reuseport", 1),
             ]
         )
-        pb_grpc.add_PipelineServiceServicer_to_server(PipelineServicer(gateway), self.server)
+        pb_grpc.add_PipelineServiceServicer_to_server(PipelineServicer(gateway), self.server)  # type: ignore[no-untyped-call]
         self.health = health.aio.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
         reflection.enable_server_reflection((SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), self.server)

@@ -9,7 +9,8 @@ the prediction route).
 from __future__ import annotations
 
 import logging
-from typing import Any, Awaitable, Callable
+from collections.abc import Awaitable, Callable, MutableMapping
+from typing import Any
 
 import fastapi
 import orjson
@@ -21,9 +22,9 @@ from pipeserve.pipeline import errors
 
 _LOGGER = logging.getLogger("pipeserve.gateway")
 
-Scope = dict[str, Any]
-Receive = Callable[[], Awaitable[dict[str, Any]]]
-Send = Callable[[dict[str, Any]], Awaitable[None]]
+Scope = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
+Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
 
 _JSON_HEADERS = [(b"content-type", b"application/json")]
 
@@ -59,8 +60,8 @@ class HttpApp:
             payload, status = _error_body(error), error.http_status
         except Exception:  # noqa: BLE001 - the front door must answer whatever happened
             _LOGGER.exception("HTTP %s %s failed", scope["method"], scope["path"])
-            error = errors.OpError("internal error in the gateway (see pipeline.log.wf)")
-            payload, status = _error_body(error), error.http_status
+            internal = errors.OpError("internal error in the gateway (see pipeline.log.wf)")
+            payload, status = _error_body(internal), internal.http_status
         await send(
             {
                 "type": "http.response.start",

@@ -60,9 +60,10 @@ class Admission:
         try:
             await asyncio.wait_for(self._slots.acquire(), timeout_s)
         except asyncio.TimeoutError:
+            waited = f"{timeout_s * 1000:.0f} ms" if timeout_s is not None else "ever"
             raise errors.ServerBusyError(
                 f"server busy: {self.limit} requests already in the pipeline and none finished "
-                f"within the request timeout of {timeout_s * 1000:.0f} ms; retry later"
+                f"within the request timeout of {waited}; retry later"
             ) from None
 
     def leave(self) -> None:

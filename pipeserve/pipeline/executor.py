@@ -120,6 +120,8 @@ class DagExecutor:
             timer = asyncio.get_running_loop().call_later(remaining, ctx.time_out)
         try:
             self.deliver(ctx, dag.REQUEST, values)
+            if ctx.future.done():  # an all-inline DAG finished without yielding
+                return ctx.future.result()
             return await ctx.future
         finally:
             ctx.done = True
