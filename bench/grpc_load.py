@@ -60,7 +60,9 @@ def _channel(target: str) -> grpc.aio.Channel:
     return grpc.aio.insecure_channel(target, options=[("grpc.use_local_subchannel_pool", 1)])
 
 
-async def run_load(target: str, workload: str, concurrency: int, duration_s: float, channels: int) -> dict[str, float]:
+async def run_load(
+    target: str, workload: str, concurrency: int, duration_s: float, channels: int
+) -> dict[str, float]:
     """Runs the load and returns its figures."""
     request = grpc_wire.request(workload)
     opened = [_channel(target) for _ in range(channels)]
@@ -93,7 +95,10 @@ def _figures(tally: Tally, elapsed_s: float) -> dict[str, float]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    """Runs the load given on the command line and prints its figures as JSON."""
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--target", required=True, help="host:port of the PipelineService")
     parser.add_argument("--workload", choices=("w1", "w2"), required=True)
     parser.add_argument("-c", "--concurrency", type=int, default=32, help="calls kept in flight")

@@ -14,7 +14,6 @@ from bench import workloads
 from pipeserve.proto.pipeserve.v1 import pipeline_service_pb2 as pb
 
 
-
 def to_tensor(value: np.ndarray[Any, Any] | np.generic) -> pb.Tensor:
     """One array as a ``pb.Tensor``: dtype name, shape and C-order bytes."""
     array = np.asarray(value)

@@ -50,8 +50,11 @@ class Load:
     grpc_channels: int = 1
 
     def describe(self) -> str:
-        unit = "connections" if self.transport == "http" else "calls in flight"
-        return f"{self.workload.upper()} over {self.transport}, {self.connections} {unit}"
+        """E.g. "W1 over http, 32 connections"."""
+        unit = "connection" if self.transport == "http" else "call"
+        plural = "" if self.connections == 1 else "s"
+        in_flight = " in flight" if self.transport == "grpc" else ""
+        return f"{self.workload.upper()} over {self.transport}, {self.connections} {unit}{plural}{in_flight}"
 
 
 def run(load: Load, port: int, duration_s: float) -> Figures:
@@ -63,7 +66,8 @@ def run(load: Load, port: int, duration_s: float) -> Figures:
 
 def _run_wrk(load: Load, port: int, duration_s: float) -> Figures:
     url = f"http://127.0.0.1:{port}{workloads.HTTP_PATH[load.workload]}"
-    argv = ["wrk", "-t1", f"-c{load.connections}", f"-d{duration_s:g}s", "--latency", "-s", str(POST_LUA), url]
+    argv = ["wrk", "-t1", f"-c{load.connections}", f"-d{duration_s:g}s", "--latency"]
+    argv += ["-s", str(POST_LUA), url]
     env = {**os.environ, "WRK_BODY": json.dumps(workloads.request_json(load.workload))}
     return parse_wrk(_output(argv, env, duration_s))
 

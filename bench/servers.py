@@ -38,7 +38,9 @@ def free_port() -> int:
 
 
 @contextlib.contextmanager
-def running(argv: Sequence[str], cwd: Path, log_path: Path, env: dict[str, str]) -> Iterator[subprocess.Popen[bytes]]:
+def running(
+    argv: Sequence[str], cwd: Path, log_path: Path, env: dict[str, str]
+) -> Iterator[subprocess.Popen[bytes]]:
     """Runs ``argv`` for the duration of the ``with`` block, output to ``log_path``."""
     with open(log_path, "wb") as log:
         process = subprocess.Popen(
@@ -131,14 +133,18 @@ def _http_status(url: str, timeout_s: float = 2.0) -> int:
 
 
 def http_ready(port: int, workload: str) -> bool:
-    """``GET /healthz`` answers 200; where there is no /healthz (404), the prediction route answers 200."""
+    """``GET /healthz`` answers 200, and so does ``GET /readyz`` where the server has one.
+
+    A server without /healthz (404) is ready once its prediction route answers 200.
+    """
+    base = f"http://127.0.0.1:{port}"
     try:
-        status = _http_status(f"http://127.0.0.1:{port}/healthz")
+        status = _http_status(f"{base}/healthz")
         if status == 404:
-            status = http_post(port, workload)[0]
+            return http_post(port, workload)[0] == 200
+        return status == 200 and _http_status(f"{base}/readyz") in (200, 404)
     except (OSError, ValueError):  # refused, reset, timed out, or half-started
         return False
-    return status == 200
 
 
 def http_answer(port: int, workload: str) -> float:
@@ -150,7 +156,9 @@ def http_answer(port: int, workload: str) -> float:
         tensor = payload["tensors"][workloads.ANSWER_TENSOR[workload]]  # type: ignore[index]
         return float(workloads.tensor_from_json(tensor).reshape(()))
     except (KeyError, TypeError, ValueError) as error:
-        raise ServerError(f"answer has no scalar tensor {workloads.ANSWER_TENSOR[workload]!r}: {payload}") from error
+        raise ServerError(
+            f"answer has no scalar tensor {workloads.ANSWER_TENSOR[workload]!r}: {payload}"
+        ) from error
 
 
 def grpc_answer(port: int, workload: str, timeout_s: float = 10.0) -> float:
@@ -162,7 +170,9 @@ def grpc_answer(port: int, workload: str, timeout_s: float = 10.0) -> float:
 
     with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
         try:
-            response = pb_grpc.PipelineServiceStub(channel).inference(grpc_wire.request(workload), timeout=timeout_s)
+            response = pb_grpc.PipelineServiceStub(channel).inference(
+                grpc_wire.request(workload), timeout=timeout_s
+            )
             return grpc_wire.answer(workload, response)
         except (grpc.RpcError, ValueError) as error:
             raise ServerError(f"gRPC call failed: {error}") from error
@@ -177,7 +187,9 @@ def grpc_ready(port: int, workload: str) -> bool:
     return True
 
 
-def wait_ready(process: subprocess.Popen[bytes], transport: str, port: int, workload: str, timeout_s: float) -> None:
+def wait_ready(
+    process: subprocess.Popen[bytes], transport: str, port: int, workload: str, timeout_s: float
+) -> None:
     """Polls until the server answers, it exits, or ``timeout_s`` passes."""
     ready = http_ready if transport == "http" else grpc_ready
     deadline = time.monotonic() + timeout_s
@@ -185,7 +197,7 @@ def wait_ready(process: subprocess.Popen[bytes], transport: str, port: int, work
         if process.poll() is not None:
             raise ServerError(f"exited with code {process.returncode} before it was ready")
         if time.monotonic() > deadline:
-            raise ServerError(f"not ready on port {port} after {timeout_s:.0f} s")
+            raise ServerError(f"not ready on port {port} after {timeout_s:g} s")
         time.sleep(POLL_INTERVAL_S)
 
 

@@ -32,7 +32,7 @@ def read(words: str) -> IdArray:
     return np.array([zlib.crc32(w.encode()) % VOCAB for w in words.split()], dtype=np.int64)
 
 
-def sigmoid(z: np.floating[Any]) -> np.float32:
+def sigmoid(z: np.floating[Any] | FloatArray) -> np.float32:
     """The logistic function, on a scalar."""
     return np.float32(1 / (1 + np.exp(-z)))
 
@@ -41,9 +41,9 @@ class BowModel:
     """W1 ``bow``: a bag of words times a fixed random vector."""
 
     def __init__(self) -> None:
-        self.weights: FloatArray = (
-            np.random.default_rng(0).standard_normal(VOCAB).astype(np.float32) / 30
-        )
+        self.weights: FloatArray = np.random.default_rng(0).standard_normal(VOCAB).astype(
+            np.float32
+        ) / np.float32(30)
 
     def __call__(self, ids: IdArray) -> np.float32:
         counts = np.bincount(ids, minlength=VOCAB).astype(np.float32)

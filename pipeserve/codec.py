@@ -30,7 +30,7 @@ from pipeserve.proto.pipeserve.v1 import pipeline_service_pb2 as pb
 
 Array = npt.NDArray[Any]
 _Err = Callable[[str], Exception]
-_TensorMap = Any  # protobuf's MessageMap[str, pb.Tensor], from google.protobuf.internal
+_TensorMap = Any  # protobuf's MessageMap[str, pb.Tensor]; protobuf ships no stubs for it
 
 ALLOWED_DTYPES: Final[tuple[str, ...]] = (
     "bool", "int8", "int16", "int32", "int64", "uint8", "uint16", "uint32", "uint64",

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import argparse
 from collections.abc import Awaitable, Callable, MutableMapping
-from typing import Any
+from typing import Any, Literal
 
 import orjson
 import uvicorn
@@ -53,7 +53,7 @@ def port_from_argv(description: str) -> int:
     return int(parser.parse_args().port)
 
 
-def serve(app: App, port: int, lifespan: str = "off") -> None:
+def serve(app: App, port: int, lifespan: Literal["on", "off"] = "off") -> None:
     """Runs ``app`` in this process: one uvicorn worker with uvloop and httptools."""
     config = uvicorn.Config(
         app,

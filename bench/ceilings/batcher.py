@@ -60,7 +60,7 @@ class MicroBatcher:
             # One model call per batch: the CPU is free while it waits, as with a GPU.
             await asyncio.sleep(workloads.w2_model_cost_s(len(batch)))
             sums = np.stack([x for x, _, _ in batch]).sum(axis=1)
-            for (_, future, _), y in zip(batch, sums):
+            for (_, future, _), y in zip(batch, sums, strict=True):
                 if not future.done():  # the client may have gone away
                     future.set_result(y)
 

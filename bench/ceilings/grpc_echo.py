@@ -36,7 +36,9 @@ class W1Servicer(pb_grpc.PipelineServiceServicer):
         except (ValueError, IndexError):
             return pb.Response(err_no=1, err_msg="request must carry key 'words' with its value")
         prediction = self._model(words)
-        return pb.Response(err_no=0, err_msg="", tensors={"prediction": grpc_wire.to_tensor(prediction)})
+        return pb.Response(
+            err_no=0, err_msg="", tensors={workloads.ANSWER_TENSOR["w1"]: grpc_wire.to_tensor(prediction)}
+        )
 
 
 class W2Servicer(pb_grpc.PipelineServiceServicer):
@@ -50,7 +52,9 @@ class W2Servicer(pb_grpc.PipelineServiceServicer):
             return pb.Response(err_no=1, err_msg="request must carry tensor 'x' (float32, shape [8])")
         x = grpc_wire.from_tensor(request.tensors["x"]).astype(np.float32, copy=False)
         y = await self._batcher.submit(x)
-        return pb.Response(err_no=0, err_msg="", tensors={"y": grpc_wire.to_tensor(y)})
+        return pb.Response(
+            err_no=0, err_msg="", tensors={workloads.ANSWER_TENSOR["w2"]: grpc_wire.to_tensor(y)}
+        )
 
 
 async def serve(port: int, mode: str) -> None:
@@ -74,7 +78,10 @@ async def serve(port: int, mode: str) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    """Serves the mode given on the command line until SIGTERM."""
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--port", type=int, required=True, help="TCP port on 127.0.0.1")
     parser.add_argument("--mode", choices=("w1", "w2"), required=True, help="the workload to serve")
     args = parser.parse_args()

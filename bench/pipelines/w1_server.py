@@ -49,8 +49,10 @@ class CnnOp(Op):
 class CombineOp(Op):
     """The mean of the bow and cnn predictions."""
 
-    def preprocess(self, input_dicts: dict[str, dict[str, Any]]) -> dict[str, np.float32]:
-        return {"prediction": workloads.combine(input_dicts["bow"]["prediction"], input_dicts["cnn"]["prediction"])}
+    # The seeds' short form: one argument, returns the feed (the engine accepts both forms).
+    def preprocess(self, input_dicts: dict[str, dict[str, Any]]) -> dict[str, np.float32]:  # type: ignore[override]
+        bow, cnn = input_dicts["bow"]["prediction"], input_dicts["cnn"]["prediction"]
+        return {"prediction": workloads.combine(bow, cnn)}
 
 
 def build_response_op() -> ResponseOp:
@@ -63,7 +65,10 @@ def build_response_op() -> ResponseOp:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    """Builds the pipeline and serves it with the config given on the command line."""
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--config", required=True, help="the pipeline's config.yml")
     args = parser.parse_args()
 

@@ -35,7 +35,10 @@ def build_response_op() -> ResponseOp:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    """Builds the pipeline and serves it with the config given on the command line."""
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--config", required=True, help="the pipeline's config.yml")
     args = parser.parse_args()
 
