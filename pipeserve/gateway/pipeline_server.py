@@ -189,7 +189,7 @@ class _Serving:
         await server.shutdown()
 
     async def serve_until_signal(
-        self, http_port: int | None, rpc_port: int | None, *, reuse_port: bool, announce: bool
+        self, http_port: int | None, rpc_port: int | None, *, reuse_port: bool, announce: bool, ready: Any = None
     ) -> None:
         loop = asyncio.get_running_loop()
         stopping = asyncio.Event()
@@ -198,6 +198,8 @@ class _Serving:
         endpoints = await self.start(http_port, rpc_port, reuse_port=reuse_port)
         if announce:
             print(banner(self.gateway, endpoints), flush=True)
+        if ready is not None:
+            ready.set()
         await stopping.wait()
         _LOGGER.info("stopping: draining in-flight requests")
         await self.stop(grace_s=5.0)
@@ -218,15 +220,24 @@ class _WorkerProcesses:
         held = [_reserve(config.host, port) if port is not None else None for port in (config.http_port, config.rpc_port)]
         http_port, rpc_port = (sock.getsockname()[1] if sock else None for sock in held)
         count = config.worker_num
-        procs = [self._spawn(i, count, http_port, rpc_port) for i in range(count)]
+        readies = [self._ctx.Event() for _ in range(count)]
+        procs = [self._spawn(i, count, http_port, rpc_port, readies[i]) for i in range(count)]
         for signum in (signal.SIGINT, signal.SIGTERM):
             signal.signal(signum, self._on_signal)
-        print(banner_for(config, Endpoints(config.host, http_port, rpc_port), workers=count), flush=True)
+        # The banner means "serving": print it once every worker has finished its init_ops.
+        while not self._stopping and not all(ready.is_set() for ready in readies):
+            if any(proc.exitcode is not None for proc in procs):
+                _LOGGER.error("a worker process exited while starting; stopping")
+                self._stopping = True
+                break
+            multiprocessing.connection.wait([p.sentinel for p in procs], timeout=0.1)
+        if not self._stopping:
+            print(banner_for(config, Endpoints(config.host, http_port, rpc_port), workers=count), flush=True)
         while not self._stopping:
             for i, proc in enumerate(procs):
                 if proc.exitcode is not None and not self._stopping:
                     _LOGGER.error("worker process %d exited with code %s; starting it again", i, proc.exitcode)
-                    procs[i] = self._spawn(i, count, http_port, rpc_port)
+                    procs[i] = self._spawn(i, count, http_port, rpc_port, self._ctx.Event())
             multiprocessing.connection.wait([p.sentinel for p in procs], timeout=0.5)
         for proc in procs:
             if proc.is_alive() and proc.pid is not None:
@@ -242,19 +253,21 @@ class _WorkerProcesses:
     def _on_signal(self, signum: int, frame: Any) -> None:
         self._stopping = True
 
-    def _spawn(self, index: int, count: int, http_port: int | None, rpc_port: int | None) -> Any:
+    def _spawn(self, index: int, count: int, http_port: int | None, rpc_port: int | None, ready: Any) -> Any:
         proc = self._ctx.Process(
-            target=self._worker_main, args=(index, count, http_port, rpc_port), name=f"pipeserve-worker-{index}"
+            target=self._worker_main,
+            args=(index, count, http_port, rpc_port, ready),
+            name=f"pipeserve-worker-{index}",
         )
         proc.start()
         return proc
 
-    def _worker_main(self, index: int, count: int, http_port: int | None, rpc_port: int | None) -> None:
+    def _worker_main(self, index: int, count: int, http_port: int | None, rpc_port: int | None, ready: Any) -> None:
         for signum in (signal.SIGINT, signal.SIGTERM):
             signal.signal(signum, signal.SIG_DFL)
         serving = _Serving(self.graph, self.config, index, count)
         serving.executor.fork_workers()
-        _run_loop(serving.serve_until_signal(http_port, rpc_port, reuse_port=True, announce=False))
+        _run_loop(serving.serve_until_signal(http_port, rpc_port, reuse_port=True, announce=False, ready=ready))
 
 
 def banner(gateway: core.Gateway, endpoints: Endpoints) -> str:

@@ -5,7 +5,9 @@ one channel whose size is the service's flow control (seed §1.2.4). Here the
 :class:`Admission` gate admits at most ``limit`` requests into the DAG at once; since a
 request occupies at most one slot in each op's channel, no channel ever holds more. A
 request that finds the DAG full waits for room up to its own timeout and then gets a
-clear "busy" error.
+clear "busy" error. It waits at most half of its timeout: requests already inside have
+the same timeout and started earlier, so a full wait would always end with a slot freed
+by their timeouts, and the caller would see a timeout where the truth is "busy".
 """
 
 from __future__ import annotations
@@ -53,17 +55,17 @@ class Admission:
         return self.limit - self._slots._value  # noqa: SLF001 - asyncio exposes no getter
 
     async def enter(self, timeout_s: float | None) -> None:
-        """Take a slot, waiting at most ``timeout_s``; raises ServerBusyError after that."""
+        """Take a slot, waiting at most half of ``timeout_s``; raises ServerBusyError after that."""
         if not self._slots.locked():
             await self._slots.acquire()  # returns without suspending while slots are free
             return
+        wait_s = None if timeout_s is None else timeout_s / 2
         try:
-            await asyncio.wait_for(self._slots.acquire(), timeout_s)
+            await asyncio.wait_for(self._slots.acquire(), wait_s)
         except asyncio.TimeoutError:
-            waited = f"{timeout_s * 1000:.0f} ms" if timeout_s is not None else "ever"
             raise errors.ServerBusyError(
                 f"server busy: {self.limit} requests already in the pipeline and none finished "
-                f"within the request timeout of {waited}; retry later"
+                f"within {wait_s * 1000:.0f} ms (half the request timeout); retry later"  # type: ignore[operator]
             ) from None
 
     def leave(self) -> None:

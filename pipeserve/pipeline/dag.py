@@ -35,7 +35,7 @@ class Graph:
     """Each op's input names, the ResponseOp under :data:`RESPONSE`."""
 
     def successors(self, name: str) -> list[str]:
-        """Ops that read ``name``'s output, in topological order."""
+        """Ops that read ``name``'s output."""
         return [other for other, ins in self.inputs.items() if name in ins]
 
 
@@ -154,6 +154,12 @@ def _collect(response_op: op_mod.ResponseOp) -> dict[str, op_mod.Op]:
             continue
         if op.name == op_mod.DAG_EXECUTOR_NAME and not isinstance(op, op_mod.RequestOp):
             raise errors.DagError(f"op name '{op.name}' is reserved for the RequestOp and ResponseOp")
+        if isinstance(op, op_mod.RequestOp):
+            if any(isinstance(o, op_mod.RequestOp) and o is not op for o in found.values()):
+                raise errors.DagError(
+                    "the DAG needs exactly one RequestOp at its start, found 2; the first ops "
+                    "take the RequestOp in their input_ops"
+                )
         other = found.get(op.name)
         if other is not None and other is not op:
             raise errors.DagError(f"two different ops are named '{op.name}'; op names must be unique")

@@ -8,7 +8,7 @@ drift apart (they both call :func:`to_err`).
     ├── RequestError                        9   400  INVALID_ARGUMENT   bad field in a request
     │   └── PayloadTooLargeError            9   413  RESOURCE_EXHAUSTED body over the limit
     ├── NoServiceError                      7   404  NOT_FOUND          unknown name or method
-    ├── ServerBusyError                    10   503  UNAVAILABLE        in-flight limit reached
+    ├── ServerBusyError                    10   503  UNAVAILABLE        DAG full for half the request timeout
     ├── ClosedError                         6   503  UNAVAILABLE        server is draining
     ├── TimeoutError_                       1   504  DEADLINE_EXCEEDED  op or request timed out
     ├── OpOutputError                       3   500  INTERNAL           an op returned the wrong shape of data
