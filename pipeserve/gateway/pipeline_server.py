@@ -217,7 +217,10 @@ class _WorkerProcesses:
     def run(self) -> None:
         config = self.config
         # Hold each port (bound, not listening) so that every worker binds the same one.
-        held = [_reserve(config.host, port) if port is not None else None for port in (config.http_port, config.rpc_port)]
+        held = [
+            _http_socket(config.host, port, reuse_port=True) if port is not None else None
+            for port in (config.http_port, config.rpc_port)
+        ]
         http_port, rpc_port = (sock.getsockname()[1] if sock else None for sock in held)
         count = config.worker_num
         readies = [self._ctx.Event() for _ in range(count)]
@@ -305,11 +308,6 @@ def _http_socket(host: str, port: int, reuse_port: bool) -> socket.socket:
     except OSError as exc:
         sock.close()
         raise OSError(f"cannot bind the HTTP port {host}:{port}: {exc.strerror}") from exc
-    return sock
-
-
-def _reserve(host: str, port: int) -> socket.socket:
-    sock = _http_socket(host, port, reuse_port=True)
     return sock
 
 

@@ -59,13 +59,16 @@ class Admission:
         if not self._slots.locked():
             await self._slots.acquire()  # returns without suspending while slots are free
             return
-        wait_s = None if timeout_s is None else timeout_s / 2
+        if timeout_s is None:
+            await self._slots.acquire()
+            return
+        wait_s = timeout_s / 2
         try:
             await asyncio.wait_for(self._slots.acquire(), wait_s)
         except asyncio.TimeoutError:
             raise errors.ServerBusyError(
                 f"server busy: {self.limit} requests already in the pipeline and none finished "
-                f"within {wait_s * 1000:.0f} ms (half the request timeout); retry later"  # type: ignore[operator]
+                f"within {wait_s * 1000:.0f} ms (half the request timeout); retry later"
             ) from None
 
     def leave(self) -> None:

@@ -221,7 +221,6 @@ class _Node:
         self.workers = make_workers(op, op_config, config_mod.effective_is_thread_op(executor.config, name))
         timeout_ms = op_config.timeout_ms
         self.timeout_s = timeout_ms / 1000 if timeout_ms > 0 else None
-        self.runner = stages.StageRunner(op)
         self.fast = op_config.inline and op_config.batch_size == 1
         self.queue: batching.BatchQueue[tuple[_Request, stages.Sample]] | None = None
         if not self.fast:
@@ -235,7 +234,8 @@ class _Node:
         outputs = ctx.outputs
         sample = stages.Sample({name: outputs[name] for name in self.inputs}, ctx.data_id, ctx.log_id, ctx.batch)
         if self.fast:
-            self.complete(ctx, self.runner.run([sample])[0])
+            assert isinstance(self.workers, workers.InlineWorkers)
+            self.complete(ctx, self.workers.runner.run([sample])[0])
             return
         queue = self.queue
         assert queue is not None
