@@ -82,14 +82,16 @@ def _check_layout(
     return dtype
 
 
-def _array(t: pb.Tensor, where: str, err: _Err) -> Array:
+def read_tensor(t: pb.Tensor, where: str, err: _Err) -> Array:
+    """Check a tensor's layout and view its bytes as an array; problems raise ``err``."""
     data = t.data
     shape = t.shape[:]
     dtype = _check_layout(t.dtype, shape, len(data), where, err)
     return np.ndarray(shape, dtype, data)  # a read-only view of the bytes, no copy
 
 
-def _fill(t: pb.Tensor, a: Array | np.generic, where: str, err: _Err) -> None:
+def fill_tensor(t: pb.Tensor, a: Array | np.generic, where: str, err: _Err) -> None:
+    """Write an array into ``t`` as C-order little-endian bytes; a bad dtype raises ``err``."""
     arr = np.asarray(a)
     name = _SENDABLE.get(arr.dtype)
     if name is None:
@@ -110,7 +112,7 @@ def array_from_tensor(t: pb.Tensor, where: str) -> Array:
         errors.RequestError: The dtype is not allowed, a dim is negative, or dtype x shape
             does not match the byte count.
     """
-    return _array(t, where, errors.RequestError)
+    return read_tensor(t, where, errors.RequestError)
 
 
 def tensor_from_array(a: Array | np.generic, where: str) -> pb.Tensor:
@@ -122,7 +124,7 @@ def tensor_from_array(a: Array | np.generic, where: str) -> pb.Tensor:
         errors.OpOutputError: The dtype is not one of ``ALLOWED_DTYPES``.
     """
     t = pb.Tensor()
-    _fill(t, a, where, errors.OpOutputError)
+    fill_tensor(t, a, where, errors.OpOutputError)
     return t
 
 
@@ -179,7 +181,7 @@ def _values(
         where = f"{prefix}tensors.{k}"
         if k in out:
             raise err(f"{where}: {k!r} is also in key; send each key once, in key or in tensors")
-        out[k] = _array(tensors[k], where, err)
+        out[k] = read_tensor(tensors[k], where, err)
     return out
 
 
@@ -212,7 +214,7 @@ def response_from_values(
             strs.append(v)
         else:
             arr = _to_array(v, k, errors.OpOutputError, "return")
-            _fill(tensors[k], arr, k, errors.OpOutputError)
+            fill_tensor(tensors[k], arr, k, errors.OpOutputError)
     resp.key.extend(keys)
     resp.value.extend(strs)
     return resp
@@ -390,7 +392,7 @@ def request_from_values(
             if arr.ndim == 0:
                 raise ValueError(f"{where}: batch=True needs a leading batch dimension, got 0-d")
             sizes[k] = arr.shape[0]
-        _fill(req.tensors[k], arr, where, TypeError)
+        fill_tensor(req.tensors[k], arr, where, TypeError)
     if len(set(sizes.values())) > 1:
         listed = ", ".join(f"{k!r}: {n}" for k, n in sizes.items())
         raise ValueError(f"feed: batch=True needs one leading dimension for all, got {listed}")

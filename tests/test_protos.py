@@ -18,7 +18,7 @@ PROTOS = ROOT / "protos"
 COMMITTED = ROOT / "pipeserve" / "proto"
 STALE = "generated code is stale: run `make protos`"
 # The Makefile's `sed -E 's/^from pipeserve\.v1 import /from pipeserve.proto.pipeserve.v1 import /'`
-# on *_pb2_grpc.py: the generated stubs import their messages by proto package path.
+# on every generated file: generated code imports other protos' modules by proto package path.
 IMPORT = re.compile(r"^from pipeserve\.v1 import ", re.MULTILINE)
 IMPORT_FIXED = "from pipeserve.proto.pipeserve.v1 import "
 GENERATED_SUFFIXES = ("_pb2.py", "_pb2.pyi", "_pb2_grpc.py")
@@ -39,8 +39,7 @@ def generated(tmp_path_factory: pytest.TempPathFactory) -> dict[Path, bytes]:
     generated: dict[Path, bytes] = {}
     for path in sorted(p for p in out.rglob("*") if p.is_file()):
         data = path.read_bytes()
-        if path.name.endswith("_pb2_grpc.py"):
-            data = IMPORT.sub(IMPORT_FIXED, data.decode()).encode()
+        data = IMPORT.sub(IMPORT_FIXED, data.decode()).encode()
         generated[path.relative_to(out)] = data
     return generated
 

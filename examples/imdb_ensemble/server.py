@@ -1,46 +1,11 @@
-"""The seeds' imdb_model_ensemble (seed §3.4), with numpy models instead of remote ones:
-read → {bow, cnn} → combine."""
+"""The seeds' imdb_model_ensemble (seed §3.4), with numpy models: read → {bow, cnn} → combine.
 
-import numpy as np
+The ops live in ops.py; with ``server_endpoints`` set in config.yml, bow and cnn run in op
+services (``pipeserve opservice``) and this process only orchestrates.
+"""
 
-from models import Bow, Cnn, word_ids
-from pipeserve import Op, PipelineServer, RequestOp, ResponseOp
-
-
-class ImdbRequestOp(RequestOp):
-    def unpack_request_package(self, request):
-        dictdata = {}
-        for idx, key in enumerate(request.key):
-            if key != "words":
-                continue
-            dictdata[key] = word_ids(request.value[idx])
-        return dictdata
-
-
-class BowOp(Op):
-    def init_op(self):
-        self.model = Bow()
-
-    def process(self, feed_list, typical_logid):
-        return [{"prediction": self.model(feed["words"])} for feed in feed_list]
-
-
-class CnnOp(Op):
-    def init_op(self):
-        self.model = Cnn()
-
-    def process(self, feed_list, typical_logid):
-        return [{"prediction": self.model(feed["words"])} for feed in feed_list]
-
-
-class CombineOp(Op):
-    def preprocess(self, input_data):
-        combined_prediction = 0
-        for op_name, data in input_data.items():
-            combined_prediction += data["prediction"]
-        data = {"prediction": np.float32(combined_prediction / 2)}
-        return data
-
+from ops import BowOp, CnnOp, CombineOp, ImdbRequestOp
+from pipeserve import PipelineServer, ResponseOp
 
 read_op = ImdbRequestOp()
 bow_op = BowOp(name="bow", input_ops=[read_op])

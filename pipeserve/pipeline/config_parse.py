@@ -171,13 +171,31 @@ def card_ids(value: object, where: Where) -> tuple[int, ...]:
     return tuple(ids)
 
 
+_TARGET_SCHEMES = ("dns:", "ipv4:", "ipv6:", "unix:", "unix-abstract:")
+
+
 def endpoint(value: object, where: Where) -> str:
-    """Read a ``"host:port"`` string, such as a Paddle Serving endpoint."""
+    """Read an op service address: ``"host:port"``, or a gRPC target such as
+    ``"dns:///bow.default.svc:9000"`` or ``"ipv4:10.0.0.1:9000,10.0.0.2:9000"``."""
     if isinstance(value, str):
-        host, _, port = value.rpartition(":")
-        if host and port.isascii() and port.isdigit() and 1 <= int(port) <= 65535:
+        if value.startswith(_TARGET_SCHEMES):
+            if value.partition(":")[2].strip("/"):
+                return value
+        else:
+            host, _, port = value.rpartition(":")
+            if host and port.isascii() and port.isdigit() and 1 <= int(port) <= 65535:
+                return value
+    raise where.error('must be "host:port" or a gRPC target such as "dns:///name:port"', value)
+
+
+def import_path(value: object, where: Where) -> str:
+    """Read a ``"module:Class"`` string (a dotted module, then the attribute)."""
+    if isinstance(value, str):
+        module, colon, attr = value.partition(":")
+        names = [*module.split("."), *attr.split(".")]
+        if colon and all(name.isidentifier() for name in names):
             return value
-    raise where.error('must be "host:port"', value)
+    raise where.error('must be "module:Class", e.g. "ops:BowOp"', value)
 
 
 def mapping(value: object, where: Where) -> Mapping[str, object]:

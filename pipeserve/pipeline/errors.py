@@ -11,6 +11,7 @@ drift apart (they both call :func:`to_err`).
     ├── ServerBusyError                    10   503  UNAVAILABLE        DAG full for half the request timeout
     ├── ClosedError                         6   503  UNAVAILABLE        server is draining
     ├── TimeoutError_                       1   504  DEADLINE_EXCEEDED  op or request timed out
+    ├── OpServiceError                      5   502  UNAVAILABLE        an op service could not be reached
     ├── OpOutputError                       3   500  INTERNAL           an op returned the wrong shape of data
     ├── OpError                             8   500  INTERNAL           user code raised
     └── ProductError               user's code   200  OK                a ProductErrCode from pre/postprocess
@@ -120,6 +121,21 @@ class TimeoutError_(PipelineError):  # noqa: N801 - the builtin TimeoutError is 
     grpc_status = grpc.StatusCode.DEADLINE_EXCEEDED
 
 
+class OpServiceError(PipelineError):
+    """A call to a remote op's service failed as a call (unreachable, refused, too large).
+
+    ``retryable`` is True when another attempt, on another replica, may succeed.
+    """
+
+    err_no = ErrCode.CLIENT_ERROR
+    http_status = 502
+    grpc_status = grpc.StatusCode.UNAVAILABLE
+
+    def __init__(self, message: str, *, retryable: bool = False) -> None:
+        super().__init__(message)
+        self.retryable = retryable
+
+
 class OpOutputError(PipelineError):
     """An op returned data of the wrong type or length."""
 
@@ -151,12 +167,30 @@ class ProductError(PipelineError):
         return self.prod_code
 
 
+_BY_CODE: dict[int, type[PipelineError]] = {
+    int(cls.err_no): cls
+    for cls in (TimeoutError_, OpOutputError, OpServiceError, ClosedError, NoServiceError,
+                OpError, RequestError, ServerBusyError)
+}  # fmt: skip
+
+
+def from_code(code: int, message: str) -> PipelineError:
+    """Rebuild the error a peer reported as ``err_no`` and message (codes outside the
+    framework's table are product error codes)."""
+    cls = _BY_CODE.get(code)
+    if cls is None:
+        return ProductError(code, message)
+    return _rebuild(cls, code, message)
+
+
 def _rebuild(cls: type[PipelineError], code: int, message: str) -> PipelineError:
     error = cls.__new__(cls)
     Exception.__init__(error, message)
     error.message = message
     if isinstance(error, ProductError):
         error.prod_code = code
+    if isinstance(error, OpServiceError):
+        error.retryable = False
     return error
 
 

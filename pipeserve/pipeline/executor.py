@@ -218,7 +218,7 @@ class _Node:
         self.inputs = inputs
         self.fan_in = len(inputs)
         self.config = op_config
-        self.workers = make_workers(op, op_config, config_mod.effective_is_thread_op(executor.config, name))
+        self.workers = make_workers(op, op_config, executor.config)
         timeout_ms = op_config.timeout_ms
         self.timeout_s = timeout_ms / 1000 if timeout_ms > 0 else None
         self.fast = op_config.inline and op_config.batch_size == 1
@@ -277,14 +277,21 @@ class _Node:
 
     async def _attempts(self, samples: list[stages.Sample]) -> list[Any]:
         retry = self.config.retry
+        last: errors.PipelineError | None = None
         for attempt in range(1, retry + 1):
             try:
                 return await self.workers.run(samples, self.timeout_s)
             except asyncio.TimeoutError:
+                last = None
                 _LOGGER.warning(
                     "[%s] op '%s' timed out after %g ms (attempt %d of %d)",
                     _ids(samples), self.name, self.config.timeout_ms, attempt, retry,
                 )
+            except errors.OpServiceError as failed:
+                _LOGGER.warning("[%s] %s (attempt %d of %d)", _ids(samples), failed.message, attempt, retry)
+                if not failed.retryable:
+                    return [failed] * len(samples)
+                last = failed
             except Exception as exc:  # noqa: BLE001 - a worker failure fails its batch only
                 error = errors.to_err(exc, self.name)
                 if error is exc:
@@ -292,10 +299,10 @@ class _Node:
                 else:
                     _LOGGER.error("[%s] op '%s' failed", _ids(samples), self.name, exc_info=exc)
                 return [error] * len(samples)
-        timeout = errors.TimeoutError_(
-            f"op '{self.name}' timed out after {self.config.timeout_ms:g} ms"
-            + (f" ({retry} attempts)" if retry > 1 else "")
-        )
+        attempts = f" ({retry} attempts)" if retry > 1 else ""
+        if last is not None:
+            return [errors.OpServiceError(last.message + attempts)] * len(samples)
+        timeout = errors.TimeoutError_(f"op '{self.name}' timed out after {self.config.timeout_ms:g} ms{attempts}")
         return [timeout] * len(samples)
 
 
@@ -307,11 +314,15 @@ def _ids(samples: list[stages.Sample]) -> str:
     return " ".join(f"data_id={s.data_id} log_id={s.log_id}" for s in samples)
 
 
-def make_workers(op: op_mod.Op, op_config: config_mod.OpConfig, is_thread_op: bool) -> workers.Workers:
-    """The kind of workers an op's config asks for."""
+def make_workers(op: op_mod.Op, op_config: config_mod.OpConfig, config: config_mod.ServerConfig) -> workers.Workers:
+    """The kind of workers an op's config asks for: remote, inline, threads or processes."""
+    if op_config.server_endpoints:
+        from pipeserve.opservice import remote  # the op service's client; imports grpc stubs
+
+        return remote.RemoteWorkers(op.name, op_config, config.max_request_bytes)
     if op_config.inline:
         return workers.InlineWorkers(op)
-    if is_thread_op:
+    if config_mod.effective_is_thread_op(config, op.name):
         return workers.ThreadWorkers(op, op_config.concurrency)
     return workers.ProcessWorkers(op, op_config.concurrency)
 
@@ -349,10 +360,10 @@ def resolve_op_config(op: op_mod.Op, config: config_mod.ServerConfig) -> config_
             f"{where}: an inline op runs on the event loop and cannot be timed out; remove "
             "its timeout, or run it in threads (inline: false)"
         )
-    if resolved.server_endpoints:
+    if resolved.server_endpoints and resolved.inline:
         raise errors.DagError(
-            f"{where}: server_endpoints {list(resolved.server_endpoints)}: remote ops are not "
-            "supported by this version; remove server_endpoints to run the op locally"
+            f"{where}: a remote op (server_endpoints {list(resolved.server_endpoints)}) cannot "
+            "be inline; remove one of the two"
         )
     return resolved
 

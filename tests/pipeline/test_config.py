@@ -381,7 +381,7 @@ def test_an_unknown_key_suggests_the_closest_known_one(tmp_path: pathlib.Path) -
 
     assert error_of(tmp_path, text) == (
         "config.yml: op.bow.batchsize: unknown key; did you mean 'batch_size'? (allowed: "
-        "auto_batching_timeout, batch_size, client_config, client_type, concurrency, "
+        "auto_batching_timeout, batch_size, class, client_config, client_type, concurrency, "
         "device_type, devices, fetch_list, inline, is_thread_op, local_service_conf, "
         "precision, retry, server_endpoints, timeout), got 2"
     )
@@ -477,7 +477,8 @@ def test_a_bad_endpoint_is_refused_naming_its_index() -> None:
         load_op({"server_endpoints": ["127.0.0.1:9393", "localhost"]})
 
     assert str(info.value) == (
-        '<dict>: op.bow.server_endpoints[1]: must be "host:port", got \'localhost\''
+        '<dict>: op.bow.server_endpoints[1]: must be "host:port" or a gRPC target such as '
+        '"dns:///name:port", got \'localhost\''
     )
 
 
