@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[test]'
+	$(PY) -m pip install --quiet -e '.[test,paddle,onnx]'
 	@touch $(STAMP)
 
 serve: $(STAMP)
@@ -27,7 +27,7 @@ test: $(STAMP)
 protos: $(STAMP)
 	$(PY) -m grpc_tools.protoc -I protos --python_out=pipeserve/proto --pyi_out=pipeserve/proto \
 		--grpc_python_out=pipeserve/proto protos/pipeserve/v1/*.proto
-	sed -i -E 's/^from pipeserve\.v1 import /from pipeserve.proto.pipeserve.v1 import /' pipeserve/proto/pipeserve/v1/*_pb2_grpc.py
+	sed -i -E 's/^from pipeserve\.v1 import /from pipeserve.proto.pipeserve.v1 import /' pipeserve/proto/pipeserve/v1/*_pb2*.py*
 
 bench: $(STAMP)
 	$(PY) bench/run.py

@@ -83,6 +83,11 @@ class OpConfig:
     inline: bool = False
     """Run this op's hooks on the event loop: only for cheap, non-blocking code."""
     server_endpoints: tuple[str, ...] = ()
+    """Op service addresses: the op runs there, not in this process. Each is "host:port"
+    or a gRPC target ("dns:///bow:9000"); calls spread round robin over every address."""
+    op_class: str | None = None
+    """``module:Class`` of the op, for processes that build it from config (op services).
+    YAML: ``class``."""
     fetch_list: tuple[str, ...] = ()
     client_config: str | None = None
     client_type: str | None = None
@@ -160,6 +165,9 @@ _PRECISION = parse.choice(
 )
 _CLIENT_TYPES = ("brpc", "grpc", "local_predictor")
 _CLIENT_TYPE = parse.choice({t: t for t in _CLIENT_TYPES}, ", ".join(_CLIENT_TYPES))
+#: Values of ``local_service_conf.runtime``: which library loads the op's model.
+RUNTIMES: tuple[str, ...] = ("paddle", "onnx")
+_RUNTIME = parse.choice({r: r for r in RUNTIMES}, ", ".join(RUNTIMES))
 _FLAGS = ("use_mkldnn", "ir_optim", "mem_optim", "use_trt", "use_lite", "use_xpu", "use_calib")
 
 
@@ -197,6 +205,7 @@ _SHARED_KEYS: dict[str, parse.Field] = {
 #: Known runtime options, checked; any other local_service_conf key passes through as is.
 _LOCAL_SERVICE_KEYS: dict[str, parse.Field] = {
     **_SHARED_KEYS,
+    "runtime": parse.Field("runtime", _RUNTIME),
     "model_config": parse.Field("model_config", parse.string),
     "thread_num": parse.Field("thread_num", parse.integer(1)),
     **{flag: parse.Field(flag, parse.boolean) for flag in _FLAGS},
@@ -212,8 +221,10 @@ _OP_KEYS: dict[str, parse.Field] = {
     "is_thread_op": parse.Field("is_thread_op", parse.boolean),
     "inline": parse.Field("inline", parse.boolean),
     "server_endpoints": parse.Field(
-        "server_endpoints", parse.list_of(parse.endpoint, 'a list of "host:port" strings')
+        "server_endpoints",
+        parse.list_of(parse.endpoint, 'a list of "host:port" strings or gRPC targets', single=True),
     ),
+    "class": parse.Field("op_class", parse.import_path),
     "client_config": parse.Field("client_config", parse.string),
     "local_service_conf": parse.Field(
         "local_service_conf",
@@ -237,6 +248,11 @@ _DAG_KEYS: dict[str, parse.Field] = {
 def _op(name: str, value: object, where: parse.Where) -> OpConfig:
     values = parse.fields(value, where, _OP_KEYS)
     local: dict[str, Any] = values.pop("local_service_conf", {})
+    if "runtime" in local and "model_config" not in local:
+        # Only required here; whether the file exists is checked when the runtime loads,
+        # since this config is also rendered for other machines.
+        what = f"required with runtime: {local['runtime']} (the model's path)"
+        raise where.at("local_service_conf").at("model_config").error(what, None)
     origin = {key: where.at(key) for key in _SHARED_KEYS}
     for key in _SHARED_KEYS:
         if key not in local:

@@ -27,6 +27,7 @@ from pipeserve.pipeline import errors
 if TYPE_CHECKING:
     from pipeserve.pipeline.channel import ChannelData
     from pipeserve.proto.pipeserve.v1 import pipeline_service_pb2 as pb
+    from pipeserve.runtime import base as runtime_base
 
 #: The name the seeds give both RequestOp and ResponseOp.
 DAG_EXECUTOR_NAME = "@DAGExecutor"
@@ -84,6 +85,9 @@ class Op:
         """Index of this worker among the op's process workers (None for thread ops)."""
         self.runtime_config = config_mod.RuntimeConfig()
         """Device type, devices, precision and the bound device of this worker."""
+        self.local_predictor: runtime_base.ModelRuntime | None = None
+        """The model of ``local_service_conf`` (``runtime``, ``model_config``), loaded by the
+        worker before ``init_op``; None when the op configures none."""
         _ALL_OPS.add(self)
 
     def __repr__(self) -> str:
@@ -111,22 +115,36 @@ class Op:
     def preprocess(
         self, input_dicts: dict[str, Any], data_id: int, log_id: int
     ) -> tuple[Any, bool, errors.ProductErrCode | None, str]:
-        """Build the feed of one sample from its inputs (default: the single input as is)."""
+        """Build the feed of one sample from its inputs (default: the single input as is).
+
+        With a local model run by the default ``process``, the default also checks that
+        the input fits the model, so a bad request fails alone here instead of failing its
+        whole batch in ``process``.
+        """
         if len(input_dicts) != 1:
             raise errors.DagError(
                 f"op '{self.name}' has {len(input_dicts)} inputs but uses the default "
                 "preprocess, which takes one; override preprocess to merge them"
             )
         ((_, input_dict),) = input_dicts.items()
+        if self.local_predictor is not None and type(self).process is Op.process:
+            self.local_predictor.check_sample(input_dict)
         return input_dict, False, None, ""
 
     def process(self, feed_list: list[dict[str, Any]], typical_logid: int) -> Any:
         """Run the model on a batch of feeds.
 
         Return a list with one output dict per feed, or one dict of arrays whose first
-        axis runs over the batch (split back per sample). Ops that do not override it
-        skip this stage: the feed becomes the fetch_dict.
+        axis runs over the batch (split back per sample).
+
+        The default runs the op's local model (``op.local_predictor``) once over the whole
+        batch: each feed's arrays are stacked when they hold one sample (one dimension
+        less than the model's input) or concatenated when they bring rows of their own,
+        and each feed gets back exactly its rows of every output. Ops with neither an
+        override nor a model skip this stage: the feed becomes the fetch_dict.
         """
+        if self.local_predictor is not None:
+            return self.local_predictor.run_batch(feed_list)
         return feed_list
 
     def postprocess(
@@ -188,6 +206,13 @@ def hook_form(method: Any, short_arity: int) -> str:
 
 
 def overrides(op: Op, hook: str) -> bool:
-    """True when the op's class replaces the base implementation of ``hook``."""
+    """True when the op's class replaces the base implementation of ``hook``.
+
+    An op with a local model counts as overriding ``process``: its default runs the model.
+    The config's ``runtime`` key is read, not ``local_predictor``, because the stage runner
+    asks before the worker has loaded the model.
+    """
+    if hook == "process" and (op.local_predictor is not None or "runtime" in op.runtime_config.options):
+        return True
     base = ResponseOp if isinstance(op, ResponseOp) else RequestOp if isinstance(op, RequestOp) else Op
     return getattr(type(op), hook) is not getattr(base, hook)

@@ -20,6 +20,7 @@ import os
 import traceback
 from typing import Any, Protocol
 
+from pipeserve import runtime as model_runtime
 from pipeserve.pipeline import config as config_mod
 from pipeserve.pipeline import errors
 from pipeserve.pipeline import op as op_mod
@@ -50,7 +51,7 @@ class InlineWorkers:
         self.runner = stages.StageRunner(op)
 
     async def start(self) -> None:
-        await asyncio.to_thread(self.op.init_op)
+        await asyncio.to_thread(model_runtime.init_op, self.op)
 
     async def run(self, samples: list[stages.Sample], timeout_s: float | None) -> list[stages.Outcome]:
         return self.runner.run(samples)
@@ -71,7 +72,7 @@ class ThreadWorkers:
 
     async def start(self) -> None:
         self._free = asyncio.Semaphore(self.concurrency)
-        await asyncio.get_running_loop().run_in_executor(self._pool, self.op.init_op)
+        await asyncio.get_running_loop().run_in_executor(self._pool, model_runtime.init_op, self.op)
 
     async def run(self, samples: list[stages.Sample], timeout_s: float | None) -> list[stages.Outcome]:
         free = self._free
@@ -103,7 +104,9 @@ class ProcessWorkers:
         self._idle: asyncio.Queue[_ProcessHandle] | None = None
 
     def fork(self) -> None:
-        """Start the worker processes; call before the server starts threads."""
+        """Start the worker processes (once); call before the server starts threads."""
+        if self._procs:
+            return
         runtime = self.op.runtime_config
         for index in range(self.concurrency):
             device = runtime.devices[index % len(runtime.devices)] if runtime.devices else None
@@ -119,8 +122,7 @@ class ProcessWorkers:
             self._procs.append(_ProcessHandle(self.op.name, index, proc, parent_end))
 
     async def start(self) -> None:
-        if not self._procs:
-            self.fork()
+        self.fork()
         loop = asyncio.get_running_loop()
         self._idle = asyncio.Queue()
         readies = [loop.run_in_executor(self._pool, handle.wait_ready) for handle in self._procs]
@@ -209,7 +211,7 @@ def _process_main(
     op.concurrency_idx = index
     op.runtime_config = dataclasses.replace(runtime, device_id=device)
     try:
-        op.init_op()
+        model_runtime.init_op(op)
         runner = stages.StageRunner(op)
     except BaseException:  # noqa: BLE001 - reported to the server, which refuses to start
         conn.send(("init_failed", traceback.format_exc()))
