@@ -1,7 +1,9 @@
 """The results as a table for people and as JSON for tools.
 
-One row per server: its figures, then, for a pipeline, the ceiling's compared figure, the ratio
-of its own to it, the target and whether it is met. Figures are medians over the rounds.
+One row per server: its figures, then, for a pipeline, the ceiling's compared figure and the
+ratio of its own to it, the same for its baseline (another pipeline of the case) if it has one,
+the target and whether it is met. A target applies to the baseline's ratio where there is a
+baseline, else to the ceiling's. Figures are medians over the rounds.
 """
 
 from __future__ import annotations
@@ -10,9 +12,12 @@ import dataclasses
 from typing import Any
 
 from bench import loadgen
-from bench.cases import CaseResult, Outcome
+from bench.cases import Case, CaseResult, Outcome
 
-HEADER = ("case", "server", "rps", "p50 ms", "p99 ms", "errors", "ceiling", "ratio", "target", "result")
+HEADER = (
+    "case", "server", "rps", "p50 ms", "p99 ms", "errors",
+    "ceiling", "ratio", "baseline", "ratio", "target", "result",
+)  # fmt: skip
 
 
 def format_figures(figures: loadgen.Figures) -> str:
@@ -31,25 +36,38 @@ def _measured_cells(outcome: Outcome) -> tuple[str, ...]:
 
 
 def _verdict_cells(result: CaseResult, outcome: Outcome) -> tuple[str, ...]:
-    """The ceiling's figure, the ratio, the target and the result."""
+    """The ceiling's figure and the ratio to it, the baseline's and the ratio, the target, the result."""
     if outcome.error is not None:
-        return ("", "", "", "could not run")
-    mine, ceiling = outcome.figures(), result.ceiling.figures()
-    if outcome is result.ceiling or mine is None or ceiling is None:
-        return ("", "", "", "")
+        return ("", "", "", "", "", "could not run")
+    mine = outcome.figures()
+    if outcome is result.ceiling or mine is None:
+        return ("",) * 6
     case = result.case
-    ceiling_value = getattr(ceiling, case.figure)
-    ratio = getattr(mine, case.figure) / ceiling_value
-    if outcome.target is None:
-        target, verdict = "report only", ""
-    else:
-        met = ratio >= outcome.target if case.higher_is_better else ratio <= outcome.target
+    ceiling_cells, ceiling_ratio = _compared(case, mine, result.ceiling)
+    baseline = result.baseline_of(outcome)
+    baseline_cells, baseline_ratio = _compared(case, mine, baseline) if baseline else (("", ""), None)
+    ratio = ceiling_ratio if baseline is None else baseline_ratio
+    target, verdict = "report only", ""
+    if outcome.target is not None:
         target = f"{'>=' if case.higher_is_better else '<='} {outcome.target:.2f}"
-        verdict = "meets" if met else "MISSES"
+        target += "" if baseline is None else " x baseline"
+        if ratio is not None:
+            met = ratio >= outcome.target if case.higher_is_better else ratio <= outcome.target
+            verdict = "meets" if met else "MISSES"
     if mine.errors:
         verdict += " (errors!)"
-    shown = f"{ceiling_value:.0f} rps" if case.higher_is_better else f"{ceiling_value:.2f} ms p50"
-    return (shown, f"{ratio:.2f}", target, verdict)
+    return (*ceiling_cells, *baseline_cells, target, verdict)
+
+
+def _compared(case: Case, mine: loadgen.Figures, other: Outcome) -> tuple[tuple[str, str], float | None]:
+    """``other``'s compared figure and the ratio of ``mine`` to it (blank if not measured)."""
+    theirs = other.figures()
+    if theirs is None:
+        return ("", ""), None
+    value = getattr(theirs, case.figure)
+    ratio: float = getattr(mine, case.figure) / value
+    shown = f"{value:.0f} rps" if case.higher_is_better else f"{value:.2f} ms p50"
+    return (shown, f"{ratio:.2f}"), ratio
 
 
 def table(results: list[CaseResult]) -> str:
@@ -85,6 +103,7 @@ def to_json(results: list[CaseResult], duration_s: float, rounds: int) -> dict[s
                 "server": outcome.server.label,
                 "is_ceiling": outcome is result.ceiling,
                 "target": outcome.target,
+                "baseline": outcome.baseline.label if outcome.baseline else None,
                 "figures": dataclasses.asdict(figures) if (figures := outcome.figures()) else None,
                 "samples": [dataclasses.asdict(sample) for sample in outcome.samples],
                 "answer": outcome.answer,

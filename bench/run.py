@@ -2,7 +2,8 @@
 
 For each case, every server (the ceiling first, then each pipeline variant) is started on free
 ports, checked for the right answer, warmed up, loaded, and stopped, back to back, so that
-each ratio compares figures taken a minute apart on the same noisy machine. With ``--rounds
+each ratio compares figures taken a minute apart on the same noisy machine. A distributed
+variant's op services are started before its gateway and stopped after it. With ``--rounds
 N`` the sequence repeats N times and the table shows medians.
 
 Exits non-zero only when a case could not run (a server did not start or answered wrongly,
@@ -14,11 +15,13 @@ Run: ``.venv/bin/python bench/run.py [--duration 20] [--only w1-http,w1-latency]
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import json
 import os
 import re
 import shutil
+import subprocess
 import sys
 import tempfile
 from pathlib import Path
@@ -31,7 +34,7 @@ if __package__ in (None, ""):
 import yaml
 
 from bench import loadgen, report, servers, workloads
-from bench.cases import CASES, Case, CaseResult, Outcome
+from bench.cases import CASES, Case, CaseResult, Outcome, Server
 
 BENCH_DIR = Path(__file__).resolve().parent
 ANSWER_TOLERANCE = 1e-6
@@ -50,11 +53,16 @@ class Options:
     workdir: Path
 
 
-def _write_config(name: str, ports: dict[str, int], workdir: Path) -> Path:
-    """A copy of bench/pipelines/``name`` with the free ports filled in."""
+def _write_config(name: str, ports: dict[str, int], workdir: Path, op_ports: dict[str, int], server: Server) -> Path:
+    """A copy of bench/pipelines/``name`` with the free ports filled in, and each remote op's
+    op service as its ``server_endpoints`` (with its ``class``, for the record)."""
     config = yaml.safe_load((BENCH_DIR / "pipelines" / name).read_text())
     config["http_port"] = ports["http"]
     config["rpc_port"] = ports["grpc"]
+    for op, class_path in server.op_services:
+        section = config.setdefault("op", {}).setdefault(op, {})
+        section["server_endpoints"] = [f"127.0.0.1:{op_ports[op]}"]
+        section["class"] = class_path
     path = workdir / f"{Path(name).stem}-{ports['http']}.yml"
     path.write_text(yaml.safe_dump(config, sort_keys=False))
     return path
@@ -72,18 +80,24 @@ def _log_tail(path: Path, lines: int = 20) -> str:
 
 
 def measure_once(case: Case, outcome: Outcome, options: Options, round_index: int) -> None:
-    """Starts the server, checks its answer, warms it up, loads it, and stops it."""
+    """Starts the server (after its op services), checks its answer, warms it up, loads it,
+    and stops it (then its op services)."""
     server, load = outcome.server, case.load
     ports = {"http": servers.free_port(), "grpc": servers.free_port()}
     port = ports[load.transport]
-    argv = [sys.executable, "-m", server.module, *server.args]
-    if server.config:
-        argv += ["--config", str(_write_config(server.config, ports, options.workdir))]
-    else:
-        argv += ["--port", str(port)]
     slug = re.sub(r"[^a-z0-9]+", "-", server.label.lower()).strip("-")
-    log_path = options.workdir / f"{case.name}-{slug}-{round_index + 1}.log"
-    with servers.running(argv, options.workdir, log_path, _child_env()) as process:
+    log_stem = f"{case.name}-{slug}-{round_index + 1}"
+    log_path = options.workdir / f"{log_stem}.log"
+    # The op services enter the stack first, so they are stopped after the gateway.
+    with contextlib.ExitStack() as stack:
+        op_services = _start_op_services(server, options, log_stem, stack)
+        argv = [sys.executable, "-m", server.module, *server.args]
+        if server.config:
+            op_ports = {op: op_port for op, (op_port, _) in op_services.items()}
+            argv += ["--config", str(_write_config(server.config, ports, options.workdir, op_ports, server))]
+        else:
+            argv += ["--port", str(port)]
+        process = stack.enter_context(servers.running(argv, options.workdir, log_path, _child_env()))
         try:
             servers.wait_ready(process, load.transport, port, load.workload, options.ready_timeout_s)
             _note_listeners(case, outcome, port)
@@ -92,9 +106,40 @@ def measure_once(case: Case, outcome: Outcome, options: Options, round_index: in
             figures = loadgen.run(load, port, options.duration_s)
             if process.poll() is not None:
                 raise servers.ServerError(f"exited with code {process.returncode} during the load")
+            for op, (_, service) in op_services.items():
+                if service.poll() is not None:
+                    service_log = options.workdir / f"{log_stem}-{op}.log"
+                    raise servers.ServerError(
+                        f"op service '{op}' exited with code {service.returncode} (log {service_log})"
+                    )
         except (servers.ServerError, loadgen.LoadError) as error:
             raise servers.ServerError(f"{error}\n  log {log_path}:\n{_log_tail(log_path)}") from error
     outcome.samples.append(figures)
+
+
+def _start_op_services(
+    server: Server, options: Options, log_stem: str, stack: contextlib.ExitStack
+) -> dict[str, tuple[int, subprocess.Popen[bytes]]]:
+    """Starts an op service per remote op of ``server``, on a free loopback port, until
+    ``stack`` closes; waits for each one's banner. Returns each op's port and process."""
+    started: dict[str, tuple[int, subprocess.Popen[bytes]]] = {}
+    if server.op_service_config is None:  # no op services (Server checks that they come with one)
+        return started
+    for op, class_path in server.op_services:
+        port = servers.free_port()
+        argv = [
+            sys.executable, "-m", "pipeserve.cli", "opservice",
+            "--config", str(BENCH_DIR / "pipelines" / server.op_service_config),
+            "--op", op, "--class", class_path, "--host", "127.0.0.1", "--port", str(port),
+        ]  # fmt: skip
+        log_path = options.workdir / f"{log_stem}-{op}.log"
+        process = stack.enter_context(servers.running(argv, options.workdir, log_path, _child_env()))
+        try:
+            servers.wait_banner(process, log_path, f"op service '{op}' serving on", options.ready_timeout_s)
+        except servers.ServerError as error:
+            raise servers.ServerError(f"op service '{op}': {error}\n  log {log_path}:\n{_log_tail(log_path)}") from error
+        started[op] = (port, process)
+    return started
 
 
 def _note_listeners(case: Case, outcome: Outcome, port: int) -> None:
@@ -207,7 +252,11 @@ def main() -> int:
     print(f"\n{args.duration:g} s of load per run after {args.warmup:g} s of warm-up;", end=" ")
     print(f"medians of {args.rounds} round(s).")
     for case in cases:
-        print(f"  {case.name}: {case.load.describe()}; ratio = {case.figure} / the ceiling's {case.figure}")
+        print(f"  {case.name}: {case.load.describe()}; ratio = {case.figure} / the ceiling's {case.figure}", end="")
+        print(", then / the baseline's" if any(c.baseline for c in case.contenders) else "")
+        for contender in case.contenders:
+            if contender.baseline is not None:
+                print(f"    baseline of {contender.server.label!r}: {contender.baseline.label!r}")
     print()
     print(report.table(results))
     if args.json:

@@ -201,6 +201,21 @@ def wait_ready(
         time.sleep(POLL_INTERVAL_S)
 
 
+def wait_banner(process: subprocess.Popen[bytes], log_path: Path, banner: str, timeout_s: float) -> None:
+    """Polls until ``banner`` appears in the process's log, it exits, or ``timeout_s`` passes.
+
+    For servers that print a line once they serve (``pipeserve opservice`` does, after its
+    health turns SERVING) and have no HTTP route to poll.
+    """
+    deadline = time.monotonic() + timeout_s
+    while banner not in log_path.read_text(errors="replace"):
+        if process.poll() is not None:
+            raise ServerError(f"exited with code {process.returncode} before it was ready")
+        if time.monotonic() > deadline:
+            raise ServerError(f"did not print {banner!r} within {timeout_s:g} s")
+        time.sleep(POLL_INTERVAL_S)
+
+
 def wait_listening(port: int, count: int, timeout_s: float) -> int:
     """Waits (at most ``timeout_s``) for ``count`` sockets to listen on ``port``; returns how many do."""
     deadline = time.monotonic() + timeout_s
