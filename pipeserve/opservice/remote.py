@@ -70,7 +70,7 @@ class RemoteWorkers:
     def __init__(self, op_name: str, op_config: config_mod.OpConfig, max_message_bytes: int) -> None:
         self.op_name = op_name
         self.endpoints = op_config.server_endpoints
-        self.concurrency = op_config.concurrency * len(self.endpoints)
+        self.concurrency = self.in_flight = op_config.concurrency * len(self.endpoints)
         self._max_message_bytes = max_message_bytes
         self._channels: list[tuple[str, grpc.aio.Channel, Any]] = []
         self._turn = itertools.count()

@@ -255,7 +255,7 @@ class _Node:
         """Form a batch whenever a worker is free, and run it."""
         queue = self.queue
         assert queue is not None
-        slots = self._slots = asyncio.Semaphore(self.workers.concurrency)
+        slots = self._slots = asyncio.Semaphore(self.workers.in_flight)
         while True:
             await slots.acquire()
             try:

@@ -6,6 +6,10 @@ over one batch on a free worker. A batch costs one hop to a thread or process, w
 its size. The timeout starts when a worker takes the batch, so time spent waiting for a
 free worker never counts against an op's timeout; a worker whose batch timed out is
 handed out again only when it has finished.
+
+Thread workers take one batch more than they have threads: it waits in the pool's queue
+and starts the moment a thread is free, without waiting for the event loop (which, under
+load, is busy with the requests' I/O and would leave the model idle between batches).
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ import logging
 import multiprocessing
 import multiprocessing.connection
 import os
+import time
 import traceback
 from typing import Any, Protocol
 
@@ -33,6 +38,8 @@ class Workers(Protocol):
     """The workers of one op."""
 
     concurrency: int
+    in_flight: int
+    """Batches that may be handed over at once."""
 
     async def start(self) -> None: ...
 
@@ -44,7 +51,7 @@ class Workers(Protocol):
 class InlineWorkers:
     """Runs the op on the event loop: no hop, no timeout; for cheap non-blocking code."""
 
-    concurrency = 1
+    concurrency = in_flight = 1
 
     def __init__(self, op: op_mod.Op) -> None:
         self.op = op
@@ -66,20 +73,26 @@ class ThreadWorkers:
     def __init__(self, op: op_mod.Op, concurrency: int) -> None:
         self.op = op
         self.concurrency = concurrency
+        self.in_flight = concurrency + 1
         self.runner = stages.StageRunner(op)
         self._pool = concurrent.futures.ThreadPoolExecutor(concurrency, thread_name_prefix=f"op-{op.name}")
         self._free: asyncio.Semaphore | None = None
 
     async def start(self) -> None:
-        self._free = asyncio.Semaphore(self.concurrency)
+        self._free = asyncio.Semaphore(self.in_flight)
         await asyncio.get_running_loop().run_in_executor(self._pool, model_runtime.init_op, self.op)
 
     async def run(self, samples: list[stages.Sample], timeout_s: float | None) -> list[stages.Outcome]:
         free = self._free
         assert free is not None, "start() first"
         await free.acquire()
-        done = self._pool.submit(self.runner.run, samples)
-        return await _await_worker(done, timeout_s, free.release)
+        started: list[float] = []
+        done = self._pool.submit(self._run_timed, samples, started)
+        return await _await_worker(done, timeout_s, free.release, started)
+
+    def _run_timed(self, samples: list[stages.Sample], started: list[float]) -> list[stages.Outcome]:
+        started.append(time.monotonic())
+        return self.runner.run(samples)
 
     async def close(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)
@@ -97,7 +110,7 @@ class ProcessWorkers:
 
     def __init__(self, op: op_mod.Op, concurrency: int) -> None:
         self.op = op
-        self.concurrency = concurrency
+        self.concurrency = self.in_flight = concurrency
         self._ctx = multiprocessing.get_context("fork")
         self._procs: list[_ProcessHandle] = []
         self._pool = concurrent.futures.ThreadPoolExecutor(concurrency, thread_name_prefix=f"op-{op.name}")
@@ -231,15 +244,20 @@ async def _await_worker(
     done: concurrent.futures.Future[list[stages.Outcome]],
     timeout_s: float | None,
     release: Any,
+    started: list[float] | None = None,
 ) -> list[stages.Outcome]:
-    """Wait for a worker's batch; on timeout, free the worker only once it finishes."""
+    """Wait for a worker's batch; on timeout, free the worker only once it finishes.
+
+    ``started`` receives the moment a worker took the batch, when it may wait in a queue
+    first; the timeout runs from then (from now when None).
+    """
     loop = asyncio.get_running_loop()
     waiter = asyncio.wrap_future(done, loop=loop)
     try:
         if timeout_s is None:
             result = await waiter
         else:
-            result = await asyncio.wait_for(asyncio.shield(waiter), timeout_s)
+            result = await _within(waiter, timeout_s, started)
     except (asyncio.TimeoutError, asyncio.CancelledError):
         done.add_done_callback(lambda _: loop.call_soon_threadsafe(release))
         raise
@@ -248,3 +266,20 @@ async def _await_worker(
         raise
     release()
     return result
+
+
+async def _within(
+    waiter: asyncio.Future[list[stages.Outcome]], timeout_s: float, started: list[float] | None
+) -> list[stages.Outcome]:
+    remaining = timeout_s
+    while True:
+        try:
+            return await asyncio.wait_for(asyncio.shield(waiter), remaining)
+        except asyncio.TimeoutError:
+            if started is None:
+                raise
+            if started:  # a worker took it late: the timeout runs from then
+                remaining = started[0] + timeout_s - time.monotonic()
+                if remaining <= 0:
+                    raise
+            # else still queued behind a running batch: give it a full timeout again
