@@ -177,6 +177,14 @@ async def test_a_gateway_batch_travels_as_one_call(serve: Any, op_servers: list[
     assert max(int(a["batch"]) for a in answers) > 1
 
 
+async def test_a_host_name_endpoint_is_resolved_through_dns(serve: Any, op_servers: list[OpServer]) -> None:
+    endpoint = await start_op(op_servers, TagOp(name="tag"), tag_config())
+    port = endpoint.rpartition(":")[2]
+    running = await serve(tag_dag(), tag_config(server_endpoints=[f"localhost:{port}"], retry=2))
+
+    assert [answer["x"] for answer in await tags(running, 4)] == ["0", "1", "2", "3"]
+
+
 @pytest.mark.parametrize("form", ["endpoint list", "one target with two addresses"])
 async def test_calls_spread_over_every_replica(serve: Any, op_servers: list[OpServer], form: str) -> None:
     one = await start_op(op_servers, TagOp(name="tag"), tag_config())
