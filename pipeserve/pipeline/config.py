@@ -14,8 +14,9 @@ from __future__ import annotations
 import dataclasses
 import enum
 import os
+import urllib.parse
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, Literal
 
 import yaml
 
@@ -113,6 +114,28 @@ class DagConfig:
 
 
 @dataclasses.dataclass(frozen=True)
+class PayloadConfig:
+    """The ``payload:`` section: where values too big to travel inline are kept."""
+
+    store: Literal["memory", "redis"] = "memory"
+    """``memory`` (in this process; embedded mode) or ``redis`` (shared by every process)."""
+    redis_url: str | None = None
+    """``redis://host:6379/0``, ``rediss://`` (TLS) or ``unix:///path``; required for redis."""
+    password_env: str | None = None
+    """Name of an environment variable holding the Redis password, read at start."""
+    password_file: str | None = None
+    """Path of a file holding the Redis password (a mounted Secret); not with password_env."""
+    threshold_bytes: int = 1024 * 1024
+    """Values bigger than this go to the store and travel as references."""
+    ttl_s: float = 300
+    """Lifetime of every stored value: the bound on what a lost request leaves behind."""
+    max_value_bytes: int = 512 * 1024 * 1024
+    """Largest value accepted (Redis' own default limit, proto-max-bulk-len)."""
+    timeout_ms: float = 2000
+    """Longest one store operation may take before it fails naming the store."""
+
+
+@dataclasses.dataclass(frozen=True)
 class ServerConfig:
     """The whole config.yml."""
 
@@ -134,6 +157,7 @@ class ServerConfig:
     host: str = "0.0.0.0"
     """Address both ports listen on."""
     dag: DagConfig = dataclasses.field(default_factory=DagConfig)
+    payload: PayloadConfig = dataclasses.field(default_factory=PayloadConfig)
     ops: dict[str, OpConfig] = dataclasses.field(default_factory=dict)
 
 
@@ -306,6 +330,54 @@ def _ops(value: object, where: parse.Where) -> dict[str, OpConfig]:
     return ops
 
 
+_REDIS_SCHEMES = ("redis://", "rediss://", "unix://")
+_ENV_NAME = parse.matching(r"[A-Za-z_][A-Za-z0-9_]*", "an environment variable name")
+_STORES = parse.choice({"memory": "memory", "redis": "redis"}, "memory, redis")
+
+
+def _redis_url(value: object, where: parse.Where) -> str:
+    if isinstance(value, str) and value.startswith(_REDIS_SCHEMES):
+        rest = value.partition("://")[2]
+        if rest.strip("/") and not any(c.isspace() for c in value):
+            return value
+    # A URL with "@" may hold a password: never echo it.
+    shown = "<redacted>" if isinstance(value, str) and "@" in value else value
+    raise where.error("must be a redis://, rediss:// or unix:// URL", shown)
+
+
+_PAYLOAD_KEYS: dict[str, parse.Field] = {
+    "store": parse.Field("store", _STORES),
+    "redis_url": parse.Field("redis_url", _redis_url),
+    "password_env": parse.Field("password_env", _ENV_NAME),
+    "password_file": parse.Field("password_file", parse.string),
+    "threshold_bytes": parse.Field("threshold_bytes", parse.integer(1024)),
+    "ttl_s": parse.Field("ttl_s", parse.positive("seconds")),
+    "max_value_bytes": parse.Field("max_value_bytes", parse.integer(1024)),
+    "timeout_ms": parse.Field("timeout_ms", parse.positive("ms")),
+}
+
+
+def _payload(value: object, where: parse.Where) -> PayloadConfig:
+    values = parse.fields(value, where, _PAYLOAD_KEYS)
+    payload = PayloadConfig(**values)
+    if payload.store == "redis" and payload.redis_url is None:
+        what = "required when store is redis (e.g. redis://redis:6379/0)"
+        raise where.at("redis_url").error(what, None)
+    if payload.password_env is not None and payload.password_file is not None:
+        what = "cannot be set together with password_env; keep one"
+        raise where.at("password_file").error(what, payload.password_file)
+    has_own = payload.password_env is not None or payload.password_file is not None
+    url_password = payload.redis_url and urllib.parse.urlsplit(payload.redis_url).password
+    if has_own and url_password:
+        # Never echo the URL here: it holds a password.
+        what = "holds a password and password_env or password_file is set too; keep one"
+        raise where.at("redis_url").error(what, "<redacted>")
+    if payload.max_value_bytes < payload.threshold_bytes:
+        what = f"must be >= threshold_bytes ({payload.threshold_bytes})"
+        raise where.at("max_value_bytes").error(what, payload.max_value_bytes)
+    return payload
+
+
 _SERVER_KEYS: dict[str, parse.Field] = {
     "rpc_port": parse.Field("rpc_port", _PORT),
     "http_port": parse.Field("http_port", _PORT),
@@ -321,6 +393,7 @@ _SERVER_KEYS: dict[str, parse.Field] = {
     "log_dir": parse.Field("log_dir", parse.string),
     "host": parse.Field("host", parse.string),
     "dag": parse.Field("dag", lambda v, w: DagConfig(**parse.fields(v, w, _DAG_KEYS))),
+    "payload": parse.Field("payload", _payload),
     "op": parse.Field("ops", _ops),
 }
 
