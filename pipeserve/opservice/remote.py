@@ -23,7 +23,7 @@ from typing import Any, Final
 
 import grpc
 
-from pipeserve.opservice import values
+from pipeserve.opservice import payloads, values
 from pipeserve.pipeline import config as config_mod
 from pipeserve.pipeline import errors, stages
 from pipeserve.proto.pipeserve.v1 import op_service_pb2 as pb
@@ -97,7 +97,7 @@ class RemoteWorkers:
         sent: list[int] = []
         for i, sample in enumerate(samples):
             try:
-                _fill_sample(batch.samples.add(), sample)
+                await self._fill_sample(batch.samples.add(), sample)
             except errors.PipelineError as error:
                 del batch.samples[-1]
                 outcomes[i] = error
@@ -116,7 +116,7 @@ class RemoteWorkers:
                 f"results for {len(sent)} samples"
             )
         for i, result in zip(sent, reply.results):
-            outcomes[i] = self._outcome(endpoint, result)
+            outcomes[i] = self._outcome(endpoint, result, samples[i].payload is not None)
         return outcomes
 
     def _pick(self) -> tuple[str, Any]:
@@ -134,12 +134,28 @@ class RemoteWorkers:
         await asyncio.gather(*(channel.close() for _, channel, _ in self._channels))
         self._channels.clear()
 
-    def _outcome(self, endpoint: str, result: pb.Result) -> stages.Outcome:
+    async def _fill_sample(self, out: pb.Sample, sample: stages.Sample) -> None:
+        out.data_id = sample.data_id
+        out.log_id = sample.log_id
+        out.batch = sample.batch
+        payload: payloads.RequestPayload | None = sample.payload
+        if payload is None:
+            values.fill_map(out.input_dicts, sample.input_dicts, "input_dicts")
+            return
+        spill = payload.spill()
+        values.fill_map(out.input_dicts, sample.input_dicts, "input_dicts", spill=spill)
+        out.payload_prefix = payload.prefix
+        out.payload_set = payload.request_set
+        if spill.found:
+            await payloads.write_spilled(spill, payload.store, payload.prefix, payload.request_set, "gateway")
+
+    def _outcome(self, endpoint: str, result: pb.Result, with_refs: bool) -> stages.Outcome:
         if result.err_no:
             return errors.from_code(result.err_no, result.err_msg)
         where = f"output of op '{self.op_name}' from {endpoint}"
         try:
-            return values.decode(result.output, where, errors.OpOutputError)
+            # References stay references: the gateway reads them only where it needs the value.
+            return values.decode(result.output, where, errors.OpOutputError, values.Refs() if with_refs else None)
         except errors.PipelineError as error:
             return error
 
@@ -152,10 +168,3 @@ class RemoteWorkers:
             f"op '{self.op_name}': op service at {endpoint}: {code.name}: {detail}",
             retryable=code in _RETRYABLE,
         )
-
-
-def _fill_sample(out: pb.Sample, sample: stages.Sample) -> None:
-    out.data_id = sample.data_id
-    out.log_id = sample.log_id
-    out.batch = sample.batch
-    values.fill_map(out.input_dicts, sample.input_dicts, "input_dicts")

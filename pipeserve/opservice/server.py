@@ -29,7 +29,7 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from pipeserve.opservice import service
+from pipeserve.opservice import payloads, service
 from pipeserve.pipeline import config as config_mod
 from pipeserve.pipeline import config_parse as parse
 from pipeserve.pipeline import errors, executor, logs, workers
@@ -72,7 +72,10 @@ class OpServer:
         self.op_config = op_config
         op.runtime_config = op_config.runtime
         self.workers = executor.make_workers(op, op_config, config)
-        self.handler = service.OpHandler(op.name, self.workers, config.max_request_bytes)
+        self.store = payloads.open_shared_store(config)
+        self.handler = service.OpHandler(
+            op.name, self.workers, config.max_request_bytes, self.store, config.payload.threshold_bytes
+        )
         self.port: int | None = None
         self._server: grpc.aio.Server | None = None
         self._health: health.aio.HealthServicer | None = None
@@ -126,6 +129,8 @@ class OpServer:
             await self._server.stop(self.settings.grace_s if grace_s is None else grace_s)
             self._server = None
         await self.workers.close()
+        if self.store is not None:
+            await self.store.close()
 
     async def serve_until_signal(self) -> None:
         """Serve until SIGTERM or SIGINT, then drain."""

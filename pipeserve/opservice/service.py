@@ -12,11 +12,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Coroutine
+from typing import Any
 
 import grpc
 from google.protobuf.message import DecodeError  # type: ignore[import-untyped]
 
-from pipeserve.opservice import values
+from pipeserve.opservice import payloads, values
+from pipeserve.payload.store import PayloadStore
 from pipeserve.pipeline import errors, stages, workers
 from pipeserve.proto.pipeserve.v1 import op_service_pb2 as pb
 
@@ -26,10 +29,20 @@ _LOGGER = logging.getLogger("pipeserve.opservice")
 class OpHandler:
     """Runs the batches of one op's service on its workers."""
 
-    def __init__(self, op_name: str, op_workers: workers.Workers, max_message_bytes: int) -> None:
+    def __init__(
+        self,
+        op_name: str,
+        op_workers: workers.Workers,
+        max_message_bytes: int,
+        store: PayloadStore | None = None,
+        threshold_bytes: int = 0,
+    ) -> None:
         self.op_name = op_name
         self.workers = op_workers
         self.max_message_bytes = max_message_bytes
+        self.store = store
+        """Where references are read from and large outputs go; None: everything inline."""
+        self.threshold_bytes = threshold_bytes
         self.accepting = False
         """False until every worker's init_op finished, and again once draining starts."""
 
@@ -51,22 +64,30 @@ class OpHandler:
         results = [reply.results.add() for _ in batch.samples]
         samples: list[stages.Sample] = []
         positions: list[int] = []
-        for i, sample in enumerate(batch.samples):
-            try:
-                dicts = values.decode_map(sample.input_dicts, f"samples[{i}].input_dicts")
-            except errors.PipelineError as error:
+        decoded = [self._inputs(i, sample) for i, sample in enumerate(batch.samples)]
+        if any(isinstance(dicts, Resolving) for dicts in decoded):
+            decoded = await asyncio.gather(*(_resolved(dicts) for dicts in decoded))
+        for i, (sample, dicts) in enumerate(zip(batch.samples, decoded)):
+            if isinstance(dicts, errors.PipelineError):
+                error = dicts
                 _LOGGER.warning(
                     "[data_id=%s log_id=%s] op '%s': bad sample: %s",
                     sample.data_id, sample.log_id, self.op_name, error.message,
                 )  # fmt: skip
                 _set_error(results[i], error)
                 continue
+            assert isinstance(dicts, dict)
             samples.append(stages.Sample(dicts, sample.data_id, sample.log_id, sample.batch))
             positions.append(i)
         if samples:
             outcomes = await self._run(samples, context)
+            spills = {}
             for i, outcome in zip(positions, outcomes):
-                self._set_outcome(results[i], outcome)
+                spill = self._set_outcome(results[i], outcome, batch.samples[i], context)
+                if spill is not None and spill.found:
+                    spills[i] = spill
+            if spills:
+                await self._write_payloads(results, spills, batch)
             self._fit(results)
         data: bytes = reply.SerializeToString()
         return data
@@ -82,15 +103,51 @@ class OpHandler:
             _LOGGER.error("op '%s': batch failed: %s", self.op_name, error.message, exc_info=exc)
             return [error] * len(samples)
 
-    def _set_outcome(self, result: pb.Result, outcome: stages.Outcome) -> None:
+    def _inputs(self, i: int, sample: pb.Sample) -> dict[str, Any] | errors.PipelineError | Resolving:
+        """The sample's input_dicts; the error that fails it; or, when it holds payload
+        references, the coroutine that reads them."""
+        refs = values.Refs()
+        try:
+            dicts = values.decode_map(sample.input_dicts, f"samples[{i}].input_dicts", refs=refs)
+        except errors.PipelineError as error:
+            return error
+        if refs.count:
+            return Resolving(payloads.resolve(dicts, self.store, self.op_name))
+        return dicts
+
+    def _set_outcome(
+        self, result: pb.Result, outcome: stages.Outcome, sample: pb.Sample, context: grpc.aio.ServicerContext
+    ) -> values.Spill | None:
+        """Encode one outcome; return what of it must go to the payload store."""
         if isinstance(outcome, errors.PipelineError):
             _set_error(result, outcome)
-            return
+            return None
+        spill = None
+        if self.store is not None and sample.payload_prefix and not _expired(context):
+            spill = values.Spill(self.threshold_bytes)
         try:
-            values.fill(result.output, outcome, f"op '{self.op_name}' output")
+            values.fill(result.output, outcome, f"op '{self.op_name}' output", spill=spill)
         except errors.PipelineError as error:
             result.ClearField("output")
             _set_error(result, error)
+            return None
+        return spill
+
+    async def _write_payloads(self, results: list[pb.Result], spills: dict[int, values.Spill], batch: pb.OpBatch) -> None:
+        """Write the large outputs to the store; a store failure fails its sample alone."""
+        store = self.store
+        assert store is not None
+        writes = [
+            payloads.write_spilled(spill, store, batch.samples[i].payload_prefix, batch.samples[i].payload_set, self.op_name)
+            for i, spill in spills.items()
+        ]
+        outcomes = await asyncio.gather(*writes, return_exceptions=True)
+        for i, outcome in zip(spills, outcomes):
+            if isinstance(outcome, errors.PipelineError):
+                results[i].ClearField("output")
+                _set_error(results[i], outcome)
+            elif isinstance(outcome, BaseException):
+                raise outcome
 
     def _fit(self, results: list[pb.Result]) -> None:
         """Fail the outputs that would take the reply over the message limit, each alone."""
@@ -106,6 +163,28 @@ class OpHandler:
                 ))  # fmt: skip
                 size = result.ByteSize()
             room -= size + 8  # each result's tag and length
+
+
+class Resolving:
+    """A sample's input_dicts still to be read from the payload store."""
+
+    def __init__(self, pending: Coroutine[Any, Any, dict[str, Any]]) -> None:
+        self.pending = pending
+
+
+async def _resolved(dicts: Any) -> Any:
+    if not isinstance(dicts, Resolving):
+        return dicts
+    try:
+        return await dicts.pending
+    except errors.PipelineError as error:
+        return error
+
+
+def _expired(context: grpc.aio.ServicerContext) -> bool:
+    """The caller has gone: writing its outputs to the store would only leave them behind."""
+    remaining = context.time_remaining()
+    return remaining is not None and remaining <= 0
 
 
 def _set_error(result: pb.Result, error: errors.PipelineError) -> None:

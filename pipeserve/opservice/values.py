@@ -13,12 +13,14 @@ OpOutputError for an op's output that cannot be sent).
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Mapping
 from typing import Any, Final
 
 import numpy as np
 
 from pipeserve import codec
+from pipeserve.payload.refs import PayloadRef
 from pipeserve.pipeline import errors
 from pipeserve.proto.pipeserve.v1 import op_service_pb2 as pb
 
@@ -29,6 +31,24 @@ _MAX_DEPTH: Final = 32
 _SENDABLE_KINDS: Final = (
     "numpy arrays and scalars, str, bytes, int, float, bool, None, lists, tuples and dicts with str keys"
 )
+
+
+@dataclasses.dataclass
+class Spill:
+    """Collects the values above ``threshold`` bytes while encoding, instead of writing
+    them into the message: each is encoded alone, to go to the payload store, and its
+    place (``slot``) is filled with the reference afterwards."""
+
+    threshold: int
+    found: list[tuple[pb.Value, pb.Value, str]] = dataclasses.field(default_factory=list)
+    """(slot in the message, the value encoded alone, its path)."""
+
+
+@dataclasses.dataclass
+class Refs:
+    """Lets decoding keep payload references as :class:`PayloadRef` leaves."""
+
+    count: int = 0
 
 
 def encode(value: object, where: str, err: _Err = errors.OpOutputError) -> pb.Value:
@@ -43,34 +63,49 @@ def encode(value: object, where: str, err: _Err = errors.OpOutputError) -> pb.Va
     return out
 
 
-def fill(out: pb.Value, value: object, where: str, err: _Err = errors.OpOutputError) -> None:
+def fill(
+    out: pb.Value, value: object, where: str, err: _Err = errors.OpOutputError, spill: Spill | None = None
+) -> None:
     """Write ``value`` into an existing Value message (a map entry or list item)."""
-    _fill(out, value, where, err, 0)
+    _fill(out, value, where, err, 0, spill)
 
 
-def fill_map(out: pb.ValueMap, values: Mapping[str, Any], where: str, err: _Err = errors.OpOutputError) -> None:
-    """Write a dict into a ValueMap, keeping its order."""
-    _fill_map(out, values, where, err, 0)
+def fill_map(
+    out: pb.ValueMap,
+    values: Mapping[str, Any],
+    where: str,
+    err: _Err = errors.OpOutputError,
+    spill: Spill | None = None,
+) -> None:
+    """Write a dict into a ValueMap, keeping its order; big values go to ``spill``."""
+    _fill_map(out, values, where, err, 0, spill)
 
 
-def decode(value: pb.Value, where: str, err: _Err = errors.RequestError) -> Any:
+def decode(value: pb.Value, where: str, err: _Err = errors.RequestError, refs: Refs | None = None) -> Any:
     """Return the Python value a Value message carries.
 
     Raises:
         err: A tensor whose bytes do not match its dtype x shape, an empty value, or a
             payload reference (large values are resolved before they reach here).
     """
-    return _read(value, where, err, 0)
+    return _read(value, where, err, 0, refs)
 
 
-def decode_map(values: pb.ValueMap, where: str, err: _Err = errors.RequestError) -> dict[str, Any]:
-    """Read a ValueMap into a dict, in its order."""
-    return _read_map(values, where, err, 0)
+def decode_map(
+    values: pb.ValueMap, where: str, err: _Err = errors.RequestError, refs: Refs | None = None
+) -> dict[str, Any]:
+    """Read a ValueMap into a dict, in its order; with ``refs``, payload references stay
+    as PayloadRef leaves (and are counted) instead of being refused."""
+    return _read_map(values, where, err, 0, refs)
 
 
-def _fill(out: pb.Value, value: object, where: str, err: _Err, depth: int) -> None:
+def _fill(out: pb.Value, value: object, where: str, err: _Err, depth: int, spill: Spill | None = None) -> None:
     kind = type(value)
-    if kind is np.ndarray:
+    if spill is not None and _is_big(value, spill.threshold):
+        alone = pb.Value()
+        _fill(alone, value, where, err, depth)
+        spill.found.append((out, alone, where))
+    elif kind is np.ndarray:
         codec.fill_tensor(out.tensor, value, where, err)  # type: ignore[arg-type]
     elif kind is str:
         out.text = value  # type: ignore[assignment]
@@ -84,6 +119,9 @@ def _fill(out: pb.Value, value: object, where: str, err: _Err, depth: int) -> No
         out.integer = value  # type: ignore[assignment]
     elif value is None:
         out.none = True
+    elif kind is PayloadRef:
+        out.ref.key = value.key  # type: ignore[attr-defined]
+        out.ref.nbytes = value.nbytes  # type: ignore[attr-defined]
     elif isinstance(value, (str, bytes, bytearray, memoryview)):  # np.str_ and np.bytes_ too
         if isinstance(value, str):
             out.text = str(value)
@@ -94,13 +132,13 @@ def _fill(out: pb.Value, value: object, where: str, err: _Err, depth: int) -> No
     elif isinstance(value, (np.ndarray, np.generic)):  # subclasses (memmap) and numpy scalars
         codec.fill_tensor(out.tensor, np.asarray(value), where, err)
     elif isinstance(value, Mapping):
-        _fill_map(out.map, value, where, err, depth)
+        _fill_map(out.map, value, where, err, depth, spill)
     elif isinstance(value, (list, tuple)):
         _nest(depth, where, err)
         out.list.SetInParent()  # an empty list still travels as a list
         add = out.list.items.add
         for i, item in enumerate(value):
-            _fill(add(), item, f"{where}[{i}]", err, depth + 1)
+            _fill(add(), item, f"{where}[{i}]", err, depth + 1, spill)
     elif isinstance(value, int):
         _fill(out, int(value), where, err, depth)
     elif isinstance(value, float):
@@ -109,7 +147,17 @@ def _fill(out: pb.Value, value: object, where: str, err: _Err, depth: int) -> No
         raise err(f"{where}: a value of type {kind.__name__} cannot be sent between ops; use {_SENDABLE_KINDS}")
 
 
-def _fill_map(out: pb.ValueMap, value: Mapping[Any, Any], where: str, err: _Err, depth: int) -> None:
+def _is_big(value: object, threshold: int) -> bool:
+    if isinstance(value, np.ndarray):
+        return bool(value.nbytes > threshold)
+    if isinstance(value, (bytes, bytearray, str)):
+        return len(value) > threshold
+    return False
+
+
+def _fill_map(
+    out: pb.ValueMap, value: Mapping[Any, Any], where: str, err: _Err, depth: int, spill: Spill | None = None
+) -> None:
     _nest(depth, where, err)
     out.SetInParent()  # an empty dict still travels as a dict
     keys, add = out.keys, out.values.add
@@ -117,7 +165,7 @@ def _fill_map(out: pb.ValueMap, value: Mapping[Any, Any], where: str, err: _Err,
         if not isinstance(key, str):
             raise err(f"{where}: dict keys must be strings, got {type(key).__name__} {key!r}")
         keys.append(key)
-        _fill(add(), item, f"{where}[{key!r}]", err, depth + 1)
+        _fill(add(), item, f"{where}[{key!r}]", err, depth + 1, spill)
 
 
 def _nest(depth: int, where: str, err: _Err) -> None:
@@ -125,7 +173,7 @@ def _nest(depth: int, where: str, err: _Err) -> None:
         raise err(f"{where}: values nest deeper than {_MAX_DEPTH} levels")
 
 
-def _read(value: pb.Value, where: str, err: _Err, depth: int) -> Any:
+def _read(value: pb.Value, where: str, err: _Err, depth: int, refs: Refs | None) -> Any:
     kind = value.WhichOneof("kind")
     if kind == "tensor":
         array = codec.read_tensor(value.tensor, where, err)
@@ -143,10 +191,13 @@ def _read(value: pb.Value, where: str, err: _Err, depth: int) -> Any:
     if kind == "blob":
         return value.blob
     if kind == "map":
-        return _read_map(value.map, where, err, depth)
+        return _read_map(value.map, where, err, depth, refs)
     if kind == "list":
         _nest(depth, where, err)
-        return [_read(item, f"{where}[{i}]", err, depth + 1) for i, item in enumerate(value.list.items)]
+        return [_read(item, f"{where}[{i}]", err, depth + 1, refs) for i, item in enumerate(value.list.items)]
+    if kind == "ref" and refs is not None:
+        refs.count += 1
+        return PayloadRef(value.ref.key, value.ref.nbytes)
     if kind == "ref":
         raise err(
             f"{where}: payload reference {value.ref.key!r} cannot be resolved: no payload store "
@@ -155,12 +206,12 @@ def _read(value: pb.Value, where: str, err: _Err, depth: int) -> Any:
     raise err(f"{where}: empty or unknown value kind (this peer understands {', '.join(_KINDS)})")
 
 
-def _read_map(value: pb.ValueMap, where: str, err: _Err, depth: int) -> dict[str, Any]:
+def _read_map(value: pb.ValueMap, where: str, err: _Err, depth: int, refs: Refs | None) -> dict[str, Any]:
     _nest(depth, where, err)
     keys, items = value.keys, value.values
     if len(keys) != len(items):
         raise err(f"{where}: {len(keys)} keys for {len(items)} values")
-    out = {key: _read(item, f"{where}[{key!r}]", err, depth + 1) for key, item in zip(keys, items)}
+    out = {key: _read(item, f"{where}[{key!r}]", err, depth + 1, refs) for key, item in zip(keys, items)}
     if len(out) != len(keys):
         duplicate = next(key for i, key in enumerate(keys) if key in keys[:i])
         raise err(f"{where}: key {duplicate!r} appears more than once")

@@ -58,6 +58,10 @@ class KeySpace:
         """The key of ``value`` written by ``op`` for request ``data_id``."""
         return value_key(self.service, data_id, op, value)
 
+    def request_prefix(self, data_id: str | int) -> str:
+        """What every value key of request ``data_id`` starts with (then ``op:value``)."""
+        return ":".join((PREFIX, escape(self.service), escape(data_id), ""))
+
     def request_set(self, data_id: str | int) -> str:
         """The set listing every key of request ``data_id``."""
         return request_set(self.service, data_id)

@@ -16,12 +16,15 @@ import asyncio
 import dataclasses
 import itertools
 import logging
+import secrets
 import time
+from collections.abc import Coroutine
 from typing import Any
 
 from pipeserve.pipeline import batching, channel, dag, errors, stages, workers
 from pipeserve.pipeline import config as config_mod
 from pipeserve.pipeline import op as op_mod
+from pipeserve.payload.refs import contains_refs
 
 _LOGGER = logging.getLogger("pipeserve.executor")
 
@@ -64,6 +67,10 @@ class DagExecutor:
         self._timeout_s = timeout_ms / 1000 if timeout_ms > 0 else None
         self._ids = itertools.count(worker_index, worker_count)
         self._tasks: set[asyncio.Task[None]] = set()
+        self._background: set[asyncio.Task[None]] = set()
+        self.payload_store: Any = None
+        """The payload store shared with the op services (None: values travel inline)."""
+        self._payload_prefix = f"{secrets.token_hex(4)}-"  # data_ids are unique per process only
         self.ready = False
 
     # Life cycle ----------------------------------------------------------------------------
@@ -76,6 +83,10 @@ class DagExecutor:
 
     async def start(self) -> None:
         """Run every op's init_op and start the batchers; then the DAG is ready."""
+        if any(node.remote for node in self.nodes.values()):
+            from pipeserve.opservice import payloads
+
+            self.payload_store = payloads.open_shared_store(self.config)
         await asyncio.gather(*(node.workers.start() for node in self.nodes.values()))
         for node in self.nodes.values():
             if node.queue is not None:
@@ -89,6 +100,9 @@ class DagExecutor:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         await asyncio.gather(*(node.workers.close() for node in self.nodes.values()))
+        await asyncio.gather(*self._background, return_exceptions=True)
+        if self.payload_store is not None:
+            await self.payload_store.close()
 
     @property
     def in_flight(self) -> int:
@@ -128,6 +142,8 @@ class DagExecutor:
             if timer is not None:
                 timer.cancel()
             self._admission.leave()
+            if ctx.payload is not None:
+                await self.drop_payloads(ctx)
 
     def deliver(self, ctx: _Request, name: str, output: Any) -> None:
         """Record ``name``'s output and start every op it completes."""
@@ -142,6 +158,43 @@ class DagExecutor:
             if ctx.done:
                 return
 
+    def spawn(self, work: Coroutine[Any, Any, None]) -> None:
+        """Run ``work`` as a task the executor keeps until it ends."""
+        task = asyncio.create_task(work)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    def request_payload(self, ctx: _Request) -> Any:
+        """Where the request's large values go in the payload store (made on first use)."""
+        if ctx.payload is None:
+            from pipeserve.opservice import payloads
+
+            store = self.payload_store
+            request_id = f"{self._payload_prefix}{ctx.data_id}"
+            ctx.payload = payloads.RequestPayload(
+                store,
+                store.keys.request_prefix(request_id),
+                store.keys.request_set(request_id),
+                self.config.payload.threshold_bytes,
+            )
+        return ctx.payload
+
+    async def drop_payloads(self, ctx: _Request) -> None:
+        """Delete every key the request wrote to the payload store."""
+        try:
+            await ctx.payload.store.delete_request(ctx.payload.request_set)
+        except errors.PipelineError as error:
+            _LOGGER.warning(
+                "[data_id=%s log_id=%s] payload keys not deleted (their TTL will): %s",
+                ctx.data_id, ctx.log_id, error.message,
+            )  # fmt: skip
+
+    async def resolve(self, ctx: _Request, value: Any, op_name: str) -> Any:
+        """``value`` with its payload references read from the store, for an op here."""
+        from pipeserve.opservice import payloads
+
+        return await payloads.resolve(value, self.payload_store, op_name)
+
     def pending_ops(self, ctx: _Request) -> list[str]:
         """Ops a request has started but not finished."""
         outputs = ctx.outputs
@@ -155,7 +208,7 @@ class DagExecutor:
 class _Request:
     """The state of one request inside the DAG."""
 
-    __slots__ = ("executor", "data_id", "log_id", "batch", "outputs", "waiting", "future", "done")
+    __slots__ = ("executor", "data_id", "log_id", "batch", "outputs", "waiting", "future", "done", "payload")
 
     def __init__(self, executor: DagExecutor, data_id: int, log_id: int, batch: bool) -> None:
         self.executor = executor
@@ -166,6 +219,8 @@ class _Request:
         self.waiting = dict(executor._fan_in)  # noqa: SLF001 - the executor's own helper
         self.future: asyncio.Future[channel.ChannelData] = asyncio.get_running_loop().create_future()
         self.done = False
+        self.payload: Any = None
+        """The request's place in the payload store, once a value went to an op service."""
 
     def finish(self, result: channel.ChannelData) -> None:
         if not self.done:
@@ -197,6 +252,17 @@ class _ResponseNode:
     def submit(self, ctx: _Request) -> None:
         outputs = ctx.outputs
         dicts = {name: outputs[name] for name in self.inputs}
+        if ctx.payload is not None and contains_refs(dicts):
+            ctx.executor.spawn(self._resolve_then_finish(ctx, dicts))
+            return
+        ctx.finish(channel.ChannelData(ctx.data_id, ctx.log_id, dicts, None, self.inputs[-1]))
+
+    async def _resolve_then_finish(self, ctx: _Request, dicts: dict[str, Any]) -> None:
+        try:
+            dicts = await ctx.executor.resolve(ctx, dicts, self.inputs[-1])
+        except errors.PipelineError as error:
+            ctx.fail(error, self.inputs[-1])
+            return
         ctx.finish(channel.ChannelData(ctx.data_id, ctx.log_id, dicts, None, self.inputs[-1]))
 
 
@@ -219,6 +285,7 @@ class _Node:
         self.fan_in = len(inputs)
         self.config = op_config
         self.workers = make_workers(op, op_config, executor.config)
+        self.remote = bool(op_config.server_endpoints)
         timeout_ms = op_config.timeout_ms
         self.timeout_s = timeout_ms / 1000 if timeout_ms > 0 else None
         self.fast = op_config.inline and op_config.batch_size == 1
@@ -233,6 +300,24 @@ class _Node:
     def submit(self, ctx: _Request) -> None:
         outputs = ctx.outputs
         sample = stages.Sample({name: outputs[name] for name in self.inputs}, ctx.data_id, ctx.log_id, ctx.batch)
+        if self.remote:
+            if self.executor.payload_store is not None:
+                sample.payload = self.executor.request_payload(ctx)
+        elif ctx.payload is not None and contains_refs(sample.input_dicts):
+            self.executor.spawn(self._resolve_then_run(ctx, sample))
+            return
+        self._run(ctx, sample)
+
+    async def _resolve_then_run(self, ctx: _Request, sample: stages.Sample) -> None:
+        try:
+            sample.input_dicts = await self.executor.resolve(ctx, sample.input_dicts, self.name)
+        except errors.PipelineError as error:
+            ctx.fail(error, self.name)
+            return
+        if not ctx.done:
+            self._run(ctx, sample)
+
+    def _run(self, ctx: _Request, sample: stages.Sample) -> None:
         if self.fast:
             assert isinstance(self.workers, workers.InlineWorkers)
             self.complete(ctx, self.workers.runner.run([sample])[0])
@@ -273,6 +358,10 @@ class _Node:
         finally:
             slots.release()
         for (ctx, _), outcome in zip(items, outcomes):
+            if ctx.done and ctx.payload is not None:
+                # The request ended while its batch ran: what the op service stored for it
+                # came after the request's keys were deleted.
+                self.executor.spawn(self.executor.drop_payloads(ctx))
             self.complete(ctx, outcome)
 
     async def _attempts(self, samples: list[stages.Sample]) -> list[Any]:

@@ -32,6 +32,9 @@ class Sample:
     log_id: int
     batch: bool = False
     """The request is a client batch: its arrays carry a leading batch dimension."""
+    payload: Any = None
+    """Where the sample's large values go on their way to an op service
+    (``opservice.payloads.RequestPayload``); None sends them inline."""
 
 
 class StageRunner:

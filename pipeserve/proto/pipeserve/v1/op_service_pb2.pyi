@@ -54,16 +54,20 @@ class PayloadRef(_message.Message):
     def __init__(self, key: _Optional[str] = ..., nbytes: _Optional[int] = ...) -> None: ...
 
 class Sample(_message.Message):
-    __slots__ = ("input_dicts", "data_id", "log_id", "batch")
+    __slots__ = ("input_dicts", "data_id", "log_id", "batch", "payload_prefix", "payload_set")
     INPUT_DICTS_FIELD_NUMBER: _ClassVar[int]
     DATA_ID_FIELD_NUMBER: _ClassVar[int]
     LOG_ID_FIELD_NUMBER: _ClassVar[int]
     BATCH_FIELD_NUMBER: _ClassVar[int]
+    PAYLOAD_PREFIX_FIELD_NUMBER: _ClassVar[int]
+    PAYLOAD_SET_FIELD_NUMBER: _ClassVar[int]
     input_dicts: ValueMap
     data_id: int
     log_id: int
     batch: bool
-    def __init__(self, input_dicts: _Optional[_Union[ValueMap, _Mapping]] = ..., data_id: _Optional[int] = ..., log_id: _Optional[int] = ..., batch: _Optional[bool] = ...) -> None: ...
+    payload_prefix: str
+    payload_set: str
+    def __init__(self, input_dicts: _Optional[_Union[ValueMap, _Mapping]] = ..., data_id: _Optional[int] = ..., log_id: _Optional[int] = ..., batch: _Optional[bool] = ..., payload_prefix: _Optional[str] = ..., payload_set: _Optional[str] = ...) -> None: ...
 
 class OpBatch(_message.Message):
     __slots__ = ("op", "samples")
