@@ -45,25 +45,52 @@ class RequestPayload:
     prefix: str
     request_set: str
     threshold: int
+    written: dict[int, tuple[Any, asyncio.Future[PayloadRef]]] = dataclasses.field(default_factory=dict)
+    """Values already on their way to the store, by identity: a value read by several op
+    services (fan-out) is written once."""
 
     def spill(self) -> values.Spill:
         """A collector for this request's values above the threshold."""
         return values.Spill(self.threshold)
 
 
-async def write_spilled(spill: values.Spill, store: PayloadStore, prefix: str, request_set: str, op: str) -> None:
+async def write_spilled(
+    spill: values.Spill,
+    store: PayloadStore,
+    prefix: str,
+    request_set: str,
+    op: str,
+    written: dict[int, tuple[Any, asyncio.Future[PayloadRef]]] | None = None,
+) -> None:
     """Write every value ``spill`` collected and put its reference in its slot.
+
+    With ``written``, a value already written (or being written) for the same request is
+    not written again: its reference is reused.
 
     Raises:
         PayloadStoreError, PayloadValueTooLargeError: From the store.
     """
 
-    async def one(slot: pb.Value, alone: pb.Value, path: str) -> None:
-        data = alone.SerializeToString()
+    async def write(value: Any, path: str) -> PayloadRef:
+        data = values.encode(value, path).SerializeToString()
         key = f"{prefix}{keys.escape(op)}:{keys.escape(path.removeprefix(f'op {op!r} '))}"
         await store.put(key, data, request_set)
-        slot.ref.key = key
-        slot.ref.nbytes = len(data)
+        return PayloadRef(key, len(data))
+
+    async def one(slot: pb.Value, value: Any, path: str) -> None:
+        if written is None:
+            ref = await write(value, path)
+        else:
+            entry = written.get(id(value))
+            future: asyncio.Future[PayloadRef]
+            if entry is None:
+                future = asyncio.ensure_future(write(value, path))
+                written[id(value)] = (value, future)  # the value itself keeps its id unique
+            else:
+                future = entry[1]
+            ref = await asyncio.shield(future)
+        slot.ref.key = ref.key
+        slot.ref.nbytes = ref.nbytes
 
     await asyncio.gather(*(one(*found) for found in spill.found))
 

@@ -147,7 +147,9 @@ class RemoteWorkers:
         out.payload_prefix = payload.prefix
         out.payload_set = payload.request_set
         if spill.found:
-            await payloads.write_spilled(spill, payload.store, payload.prefix, payload.request_set, "gateway")
+            await payloads.write_spilled(
+                spill, payload.store, payload.prefix, payload.request_set, "gateway", payload.written
+            )
 
     def _outcome(self, endpoint: str, result: pb.Result, with_refs: bool) -> stages.Outcome:
         if result.err_no:

@@ -36,12 +36,12 @@ _SENDABLE_KINDS: Final = (
 @dataclasses.dataclass
 class Spill:
     """Collects the values above ``threshold`` bytes while encoding, instead of writing
-    them into the message: each is encoded alone, to go to the payload store, and its
-    place (``slot``) is filled with the reference afterwards."""
+    them into the message: each goes to the payload store, and its place (``slot``) is
+    filled with the reference afterwards."""
 
     threshold: int
-    found: list[tuple[pb.Value, pb.Value, str]] = dataclasses.field(default_factory=list)
-    """(slot in the message, the value encoded alone, its path)."""
+    found: list[tuple[pb.Value, Any, str]] = dataclasses.field(default_factory=list)
+    """(slot in the message, the value, its path)."""
 
 
 @dataclasses.dataclass
@@ -102,9 +102,7 @@ def decode_map(
 def _fill(out: pb.Value, value: object, where: str, err: _Err, depth: int, spill: Spill | None = None) -> None:
     kind = type(value)
     if spill is not None and _is_big(value, spill.threshold):
-        alone = pb.Value()
-        _fill(alone, value, where, err, depth)
-        spill.found.append((out, alone, where))
+        spill.found.append((out, value, where))
     elif kind is np.ndarray:
         codec.fill_tensor(out.tensor, value, where, err)  # type: ignore[arg-type]
     elif kind is str:

@@ -142,18 +142,27 @@ async def test_the_response_and_ops_in_the_gateway_read_the_references_they_need
     assert keys_left(redis_server) == []
 
 
-async def test_a_big_request_value_is_written_once_by_the_gateway(
+class Measure(Op):
+    def preprocess(self, input_dicts: dict[str, Any]) -> dict[str, Any]:  # type: ignore[override]
+        (inputs,) = input_dicts.values()
+        return {"total": np.float32(inputs["x"].sum())}
+
+
+class Add(Op):
+    def preprocess(self, input_dicts: dict[str, Any]) -> dict[str, Any]:  # type: ignore[override]
+        return {"total": np.float32(input_dicts["one"]["total"] + input_dicts["two"]["total"])}
+
+
+async def test_a_big_request_value_read_by_two_op_services_is_written_once_by_the_gateway(
     serve: Any, services: list[OpServer], redis_server: Any
 ) -> None:
-    class Measure(Op):
-        def preprocess(self, input_dicts: dict[str, Any]) -> dict[str, Any]:  # type: ignore[override]
-            (inputs,) = input_dicts.values()
-            return {"total": np.float32(inputs["x"].sum())}
-
-    config = payload_config(redis_server.url, measure={})
-    endpoint = await start_service(services, Measure(name="measure"), config)
-    config["op"]["measure"]["server_endpoints"] = [endpoint]
-    running = await serve(ResponseOp(input_ops=[Measure(name="measure", input_ops=[RequestOp()])]), config, name="w3")
+    config = payload_config(redis_server.url, one={}, two={}, add={"inline": True})
+    for name in ("one", "two"):
+        endpoint = await start_service(services, Measure(name=name), config)
+        config["op"][name]["server_endpoints"] = [endpoint]
+    read = RequestOp()
+    add = Add(name="add", input_ops=[Measure(name="one", input_ops=[read]), Measure(name="two", input_ops=[read])])
+    running = await serve(ResponseOp(input_ops=[add]), config, name="w3")
     x = np.ones(THRESHOLD, np.float32)  # 64 KiB
     monitor = redis_server.client()
     writes_before = monitor.info("commandstats").get("cmdstat_set", {}).get("calls", 0)
@@ -161,7 +170,7 @@ async def test_a_big_request_value_is_written_once_by_the_gateway(
     async with running.http() as http:
         reply = await http.post(running.url(), content=codec.request_to_json(codec.request_from_values({"x": x})))
 
-    assert codec.values_from_response(codec.response_from_json(reply.content))["total"] == np.float32(THRESHOLD)
+    assert codec.values_from_response(codec.response_from_json(reply.content))["total"] == np.float32(2 * THRESHOLD)
     assert monitor.info("commandstats")["cmdstat_set"]["calls"] - writes_before == 1
     assert keys_left(redis_server) == []
 
