@@ -66,9 +66,13 @@ def run(load: Load, port: int, duration_s: float) -> Figures:
 
 def _run_wrk(load: Load, port: int, duration_s: float) -> Figures:
     url = f"http://127.0.0.1:{port}{workloads.HTTP_PATH[load.workload]}"
-    argv = ["wrk", "-t1", f"-c{load.connections}", f"-d{duration_s:g}s", "--latency"]
-    argv += ["-s", str(POST_LUA), url]
-    env = {**os.environ, "WRK_BODY": json.dumps(workloads.request_json(load.workload))}
+    return wrk(url, workloads.request_json(load.workload), load.connections, duration_s)
+
+
+def wrk(url: str, body: dict[str, object], connections: int, duration_s: float) -> Figures:
+    """POSTs ``body`` (JSON) to ``url`` from ``connections`` connections for ``duration_s`` seconds."""
+    argv = ["wrk", "-t1", f"-c{connections}", f"-d{duration_s:g}s", "--latency", "-s", str(POST_LUA), url]
+    env = {**os.environ, "WRK_BODY": json.dumps(body)}
     return parse_wrk(_output(argv, env, duration_s))
 
 

@@ -96,6 +96,31 @@ def w2_model_cost_s(batch_len: int) -> float:
     return 0.002 + 0.0001 * batch_len
 
 
+# --- W3: large payloads ---------------------------------------------------------------------
+
+#: The request's ``seed``.
+W3_SEED = 7
+#: The tensor's side per size variant: float32 side x side is 1 MiB or 4 MiB.
+W3_SIDES = {"1mib": 512, "4mib": 1024}
+
+
+def w3_tensor(seed: int, side: int) -> FloatArray:
+    """W3 op A: a float32 ``side`` x ``side`` tensor derived from ``seed``.
+
+    Every element depends on the seed, yet it costs one pass over the output (about 1 ms at
+    4 MiB here, against 6 ms for ``rng.random((side, side))``), so the op's compute does not
+    hide the cost of moving the bytes, which is what W3 measures.
+    """
+    rng = np.random.default_rng(seed)
+    rows, cols = rng.random(side, dtype=np.float32), rng.random(side, dtype=np.float32)
+    return np.add.outer(rows, cols)
+
+
+def w3_sum(tensor: FloatArray) -> np.float32:
+    """W3 op B: the tensor's sum."""
+    return np.float32(tensor.sum(dtype=np.float32))
+
+
 # --- The wire: the pipeline's JSON key/value + tensors ------------------------------------------
 
 #: Each workload's prediction route: ``/{name}/{method}`` of its PipelineServer.
@@ -139,6 +164,16 @@ def w1_request_json() -> dict[str, Any]:
 def w2_request_json() -> dict[str, Any]:
     """The W2 request body: ``x`` as a tensor."""
     return {"key": [], "value": [], "tensors": {"x": tensor_to_json(W2_X)}}
+
+
+def w3_request_json(side: int) -> dict[str, Any]:
+    """The W3 request body: ``seed`` and the tensor's ``side`` as key/value pairs."""
+    return {"key": ["seed", "side"], "value": [str(W3_SEED), str(side)]}
+
+
+def w3_expected(side: int) -> float:
+    """The correct answer to the W3 request for ``side``, computed here."""
+    return float(w3_sum(w3_tensor(W3_SEED, side)))
 
 
 def request_json(workload: str) -> dict[str, Any]:
