@@ -13,9 +13,12 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import math
 from typing import Any
 
-from pipeserve import payload
+import numpy as np
+
+from pipeserve import codec, payload
 from pipeserve.opservice import values
 from pipeserve.payload import keys
 from pipeserve.payload.refs import PayloadRef
@@ -72,8 +75,12 @@ async def write_spilled(
     """
 
     async def write(value: Any, path: str) -> PayloadRef:
-        data = values.encode(value, path).SerializeToString()
         key = f"{prefix}{keys.escape(op)}:{keys.escape(path.removeprefix(f'op {op!r} '))}"
+        array = _wire_array(value)
+        if array is not None:  # raw bytes, no copy on the way out
+            await store.put(key, array.data.cast("B"), request_set)
+            return PayloadRef(key, array.nbytes, array.dtype.name, array.shape)
+        data = values.encode(value, path).SerializeToString()
         await store.put(key, data, request_set)
         return PayloadRef(key, len(data))
 
@@ -89,8 +96,7 @@ async def write_spilled(
             else:
                 future = entry[1]
             ref = await asyncio.shield(future)
-        slot.ref.key = ref.key
-        slot.ref.nbytes = ref.nbytes
+        values.fill_ref(slot.ref, ref)
 
     await asyncio.gather(*(one(*found) for found in spill.found))
 
@@ -114,11 +120,28 @@ async def resolve(value: Any, store: PayloadStore | None, op: str) -> Any:
             "here; set payload.store the same in every process of the pipeline"
         )
     datas = await asyncio.gather(*(store.get(key, op=op, value=key) for key in found))
-    table = {
-        key: values.decode(pb.Value.FromString(data), f"payload {key!r}", errors.OpOutputError)
-        for key, data in zip(found, datas)
-    }
+    table = {key: _stored_value(found[key], data) for key, data in zip(found, datas)}
     return _substitute(value, table)
+
+
+def _wire_array(value: Any) -> np.ndarray[Any, Any] | None:
+    """``value`` as a C-order little-endian array when it is an array that can travel raw."""
+    if not isinstance(value, np.ndarray) or value.dtype.name not in codec.ALLOWED_DTYPES or not value.ndim:
+        return None
+    wire = value.dtype.newbyteorder("<")
+    return np.ascontiguousarray(value if value.dtype == wire else value.astype(wire))
+
+
+def _stored_value(ref: PayloadRef, data: bytes) -> Any:
+    where = f"payload {ref.key!r}"
+    if not ref.dtype:
+        return values.decode(pb.Value.FromString(data), where, errors.OpOutputError)
+    if ref.dtype not in codec.ALLOWED_DTYPES:
+        raise errors.OpOutputError(f"{where}: unsupported dtype {ref.dtype!r}")
+    dtype = np.dtype(ref.dtype).newbyteorder("<")
+    if dtype.itemsize * math.prod(ref.shape) != len(data):
+        raise errors.OpOutputError(f"{where}: {len(data)} bytes do not match {ref.dtype} x {list(ref.shape)}")
+    return np.frombuffer(data, dtype).reshape(ref.shape)  # read-only, no copy
 
 
 def _collect(value: Any, found: dict[str, PayloadRef]) -> None:

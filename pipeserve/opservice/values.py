@@ -118,8 +118,7 @@ def _fill(out: pb.Value, value: object, where: str, err: _Err, depth: int, spill
     elif value is None:
         out.none = True
     elif kind is PayloadRef:
-        out.ref.key = value.key  # type: ignore[attr-defined]
-        out.ref.nbytes = value.nbytes  # type: ignore[attr-defined]
+        fill_ref(out.ref, value)  # type: ignore[arg-type]
     elif isinstance(value, (str, bytes, bytearray, memoryview)):  # np.str_ and np.bytes_ too
         if isinstance(value, str):
             out.text = str(value)
@@ -166,6 +165,15 @@ def _fill_map(
         _fill(add(), item, f"{where}[{key!r}]", err, depth + 1, spill)
 
 
+def fill_ref(out: pb.PayloadRef, ref: PayloadRef) -> None:
+    """Write a reference into its message."""
+    out.key = ref.key
+    out.nbytes = ref.nbytes
+    if ref.dtype:
+        out.dtype = ref.dtype
+        out.shape.extend(ref.shape)
+
+
 def _nest(depth: int, where: str, err: _Err) -> None:
     if depth >= _MAX_DEPTH:
         raise err(f"{where}: values nest deeper than {_MAX_DEPTH} levels")
@@ -195,7 +203,8 @@ def _read(value: pb.Value, where: str, err: _Err, depth: int, refs: Refs | None)
         return [_read(item, f"{where}[{i}]", err, depth + 1, refs) for i, item in enumerate(value.list.items)]
     if kind == "ref" and refs is not None:
         refs.count += 1
-        return PayloadRef(value.ref.key, value.ref.nbytes)
+        ref = value.ref
+        return PayloadRef(ref.key, ref.nbytes, ref.dtype, tuple(ref.shape))
     if kind == "ref":
         raise err(
             f"{where}: payload reference {value.ref.key!r} cannot be resolved: no payload store "

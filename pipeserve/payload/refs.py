@@ -16,6 +16,9 @@ class PayloadRef:
 
     key: str
     nbytes: int
+    dtype: str = ""
+    """For an array stored as raw bytes: its dtype name; empty for a serialized Value."""
+    shape: tuple[int, ...] = ()
 
 
 def contains_refs(value: Any) -> bool:

@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from pipeserve.proto.pipeserve.v1 import pipeline_service_pb2 as pipeserve_dot_v1_dot_pipeline__service__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1dpipeserve/v1/op_service.proto\x12\x0cpipeserve.v1\x1a#pipeserve/v1/pipeline_service.proto\"\x93\x02\n\x05Value\x12&\n\x06tensor\x18\x01 \x01(\x0b\x32\x14.pipeserve.v1.TensorH\x00\x12\x0e\n\x04text\x18\x02 \x01(\tH\x00\x12\x0e\n\x04\x62lob\x18\x03 \x01(\x0cH\x00\x12\x11\n\x07integer\x18\x04 \x01(\x12H\x00\x12\x0e\n\x04real\x18\x05 \x01(\x01H\x00\x12\x0e\n\x04\x66lag\x18\x06 \x01(\x08H\x00\x12\x0e\n\x04none\x18\x07 \x01(\x08H\x00\x12\'\n\x04list\x18\x08 \x01(\x0b\x32\x17.pipeserve.v1.ValueListH\x00\x12%\n\x03map\x18\t \x01(\x0b\x32\x16.pipeserve.v1.ValueMapH\x00\x12\'\n\x03ref\x18\n \x01(\x0b\x32\x18.pipeserve.v1.PayloadRefH\x00\x42\x06\n\x04kind\"/\n\tValueList\x12\"\n\x05items\x18\x01 \x03(\x0b\x32\x13.pipeserve.v1.Value\"=\n\x08ValueMap\x12\x0c\n\x04keys\x18\x01 \x03(\t\x12#\n\x06values\x18\x02 \x03(\x0b\x32\x13.pipeserve.v1.Value\")\n\nPayloadRef\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\x0e\n\x06nbytes\x18\x02 \x01(\x03\"\x92\x01\n\x06Sample\x12+\n\x0binput_dicts\x18\x01 \x01(\x0b\x32\x16.pipeserve.v1.ValueMap\x12\x0f\n\x07\x64\x61ta_id\x18\x02 \x01(\x04\x12\x0e\n\x06log_id\x18\x03 \x01(\x03\x12\r\n\x05\x62\x61tch\x18\x04 \x01(\x08\x12\x16\n\x0epayload_prefix\x18\x05 \x01(\t\x12\x13\n\x0bpayload_set\x18\x06 \x01(\t\"<\n\x07OpBatch\x12\n\n\x02op\x18\x01 \x01(\t\x12%\n\x07samples\x18\x02 \x03(\x0b\x32\x14.pipeserve.v1.Sample\"N\n\x06Result\x12#\n\x06output\x18\x01 \x01(\x0b\x32\x13.pipeserve.v1.Value\x12\x0e\n\x06\x65rr_no\x18\x02 \x01(\x05\x12\x0f\n\x07\x65rr_msg\x18\x03 \x01(\t\"4\n\x0bResultBatch\x12%\n\x07results\x18\x01 \x03(\x0b\x32\x14.pipeserve.v1.Result2J\n\tOpService\x12=\n\x07Process\x12\x15.pipeserve.v1.OpBatch\x1a\x19.pipeserve.v1.ResultBatch\"\x00\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1dpipeserve/v1/op_service.proto\x12\x0cpipeserve.v1\x1a#pipeserve/v1/pipeline_service.proto\"\x93\x02\n\x05Value\x12&\n\x06tensor\x18\x01 \x01(\x0b\x32\x14.pipeserve.v1.TensorH\x00\x12\x0e\n\x04text\x18\x02 \x01(\tH\x00\x12\x0e\n\x04\x62lob\x18\x03 \x01(\x0cH\x00\x12\x11\n\x07integer\x18\x04 \x01(\x12H\x00\x12\x0e\n\x04real\x18\x05 \x01(\x01H\x00\x12\x0e\n\x04\x66lag\x18\x06 \x01(\x08H\x00\x12\x0e\n\x04none\x18\x07 \x01(\x08H\x00\x12\'\n\x04list\x18\x08 \x01(\x0b\x32\x17.pipeserve.v1.ValueListH\x00\x12%\n\x03map\x18\t \x01(\x0b\x32\x16.pipeserve.v1.ValueMapH\x00\x12\'\n\x03ref\x18\n \x01(\x0b\x32\x18.pipeserve.v1.PayloadRefH\x00\x42\x06\n\x04kind\"/\n\tValueList\x12\"\n\x05items\x18\x01 \x03(\x0b\x32\x13.pipeserve.v1.Value\"=\n\x08ValueMap\x12\x0c\n\x04keys\x18\x01 \x03(\t\x12#\n\x06values\x18\x02 \x03(\x0b\x32\x13.pipeserve.v1.Value\"G\n\nPayloadRef\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\x0e\n\x06nbytes\x18\x02 \x01(\x03\x12\r\n\x05\x64type\x18\x03 \x01(\t\x12\r\n\x05shape\x18\x04 \x03(\x03\"\x92\x01\n\x06Sample\x12+\n\x0binput_dicts\x18\x01 \x01(\x0b\x32\x16.pipeserve.v1.ValueMap\x12\x0f\n\x07\x64\x61ta_id\x18\x02 \x01(\x04\x12\x0e\n\x06log_id\x18\x03 \x01(\x03\x12\r\n\x05\x62\x61tch\x18\x04 \x01(\x08\x12\x16\n\x0epayload_prefix\x18\x05 \x01(\t\x12\x13\n\x0bpayload_set\x18\x06 \x01(\t\"<\n\x07OpBatch\x12\n\n\x02op\x18\x01 \x01(\t\x12%\n\x07samples\x18\x02 \x03(\x0b\x32\x14.pipeserve.v1.Sample\"N\n\x06Result\x12#\n\x06output\x18\x01 \x01(\x0b\x32\x13.pipeserve.v1.Value\x12\x0e\n\x06\x65rr_no\x18\x02 \x01(\x05\x12\x0f\n\x07\x65rr_msg\x18\x03 \x01(\t\"4\n\x0bResultBatch\x12%\n\x07results\x18\x01 \x03(\x0b\x32\x14.pipeserve.v1.Result2J\n\tOpService\x12=\n\x07Process\x12\x15.pipeserve.v1.OpBatch\x1a\x19.pipeserve.v1.ResultBatch\"\x00\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -39,15 +39,15 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_VALUEMAP']._serialized_start=411
   _globals['_VALUEMAP']._serialized_end=472
   _globals['_PAYLOADREF']._serialized_start=474
-  _globals['_PAYLOADREF']._serialized_end=515
-  _globals['_SAMPLE']._serialized_start=518
-  _globals['_SAMPLE']._serialized_end=664
-  _globals['_OPBATCH']._serialized_start=666
-  _globals['_OPBATCH']._serialized_end=726
-  _globals['_RESULT']._serialized_start=728
-  _globals['_RESULT']._serialized_end=806
-  _globals['_RESULTBATCH']._serialized_start=808
-  _globals['_RESULTBATCH']._serialized_end=860
-  _globals['_OPSERVICE']._serialized_start=862
-  _globals['_OPSERVICE']._serialized_end=936
+  _globals['_PAYLOADREF']._serialized_end=545
+  _globals['_SAMPLE']._serialized_start=548
+  _globals['_SAMPLE']._serialized_end=694
+  _globals['_OPBATCH']._serialized_start=696
+  _globals['_OPBATCH']._serialized_end=756
+  _globals['_RESULT']._serialized_start=758
+  _globals['_RESULT']._serialized_end=836
+  _globals['_RESULTBATCH']._serialized_start=838
+  _globals['_RESULTBATCH']._serialized_end=890
+  _globals['_OPSERVICE']._serialized_start=892
+  _globals['_OPSERVICE']._serialized_end=966
 # @@protoc_insertion_point(module_scope)

@@ -46,12 +46,16 @@ class ValueMap(_message.Message):
     def __init__(self, keys: _Optional[_Iterable[str]] = ..., values: _Optional[_Iterable[_Union[Value, _Mapping]]] = ...) -> None: ...
 
 class PayloadRef(_message.Message):
-    __slots__ = ("key", "nbytes")
+    __slots__ = ("key", "nbytes", "dtype", "shape")
     KEY_FIELD_NUMBER: _ClassVar[int]
     NBYTES_FIELD_NUMBER: _ClassVar[int]
+    DTYPE_FIELD_NUMBER: _ClassVar[int]
+    SHAPE_FIELD_NUMBER: _ClassVar[int]
     key: str
     nbytes: int
-    def __init__(self, key: _Optional[str] = ..., nbytes: _Optional[int] = ...) -> None: ...
+    dtype: str
+    shape: _containers.RepeatedScalarFieldContainer[int]
+    def __init__(self, key: _Optional[str] = ..., nbytes: _Optional[int] = ..., dtype: _Optional[str] = ..., shape: _Optional[_Iterable[int]] = ...) -> None: ...
 
 class Sample(_message.Message):
     __slots__ = ("input_dicts", "data_id", "log_id", "batch", "payload_prefix", "payload_set")
