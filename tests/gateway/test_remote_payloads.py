@@ -7,6 +7,7 @@ Aspects, each against a real valkey server:
   the gateway; a big value the response needs is read back by the gateway; an op in the
   gateway reads the references it consumes;
 - no key is left after a run of successes, op errors and timeouts mixed;
+- a value over max_value_bytes fails its request with an error naming the value;
 - Redis down: the request fails with an error naming the payload store, quickly, and
   service resumes by itself when Redis is back;
 - a reference whose value is gone fails with an error naming the op and the key.
@@ -251,3 +252,23 @@ def _json(body: dict[str, Any]) -> bytes:
     import orjson
 
     return orjson.dumps(body)
+
+
+async def test_a_value_over_max_value_bytes_fails_its_request_with_a_clear_error(
+    serve: Any, services: list[OpServer], redis_server: Any
+) -> None:
+    config = payload_config(redis_server.url, make={}, sum={})
+    config["payload"]["max_value_bytes"] = 2 * THRESHOLD  # A's 64 KiB array is over it
+    make = await start_service(services, MakeOp(name="make"), config)
+    total = await start_service(services, SumOp(name="sum"), config)
+    config["op"]["make"]["server_endpoints"] = [make]
+    config["op"]["sum"]["server_endpoints"] = [total]
+    dag = SumOp(name="sum", input_ops=[MakeOp(name="make", input_ops=[RequestOp()])])
+    running = await serve(ResponseOp(input_ops=[dag]), config, name="w3")
+
+    body = await post(running, 1)
+
+    assert body["err_no"] == 9
+    assert body["err_msg"].startswith("payload value 'pipeserve:w3:")
+    assert ":make:output%5B%27image%27%5D' is 65536 bytes, over payload.max_value_bytes (32768)" in body["err_msg"]
+    assert keys_left(redis_server) == []
