@@ -6,6 +6,10 @@ cannot be read, or whose output cannot be sent, fails alone with its own err_no;
 others of the batch run. Whole-call failures are statuses: UNAVAILABLE while the service
 starts or drains (the gateway retries on another replica), NOT_FOUND for a batch meant
 for another op, DEADLINE_EXCEEDED when the caller's deadline passes first.
+
+With a payload store, references among a sample's inputs are read before preprocess (the
+op never sees them) and outputs above the threshold are written to the store under the
+sample's payload_prefix, a reference travelling in their place.
 """
 
 from __future__ import annotations
