@@ -8,10 +8,14 @@ must equal its byte count, counted with Python ints before any array exists, so 
 declared shape fails at once; nothing is unpickled or evaluated.
 
 Server: ``request_from_json`` → ``values_from_request``; ``response_from_values`` →
-``response_to_json``. Client, the mirror: ``request_from_values`` → ``request_to_json``;
-``response_from_json`` → ``values_from_response``. Bad requests raise ``RequestError`` naming
-the field, bad op outputs ``OpOutputError`` naming the key, the client ``TypeError`` or
-``ValueError``. This is the hot path, so checks are plain branches over module constants.
+``response_to_json``. When the default RequestOp and ResponseOp would only convert, the HTTP
+front door skips the protobuf messages: ``fields_from_json`` → ``values_from_fields`` and
+``response_json_from_values``, with the same checks, messages and JSON. Client, the mirror:
+``request_from_values`` → ``request_to_json``; ``response_from_json`` →
+``values_from_response``. Bad requests raise ``RequestError`` naming the field, bad op outputs
+``OpOutputError`` naming the key, the client ``TypeError`` or ``ValueError``. This is the hot
+path, so checks are plain branches over module constants. The module is over 500 lines because
+of that second path: it must share every check with the first, which a split would hide.
 """
 
 from __future__ import annotations
@@ -90,14 +94,20 @@ def read_tensor(t: pb.Tensor, where: str, err: _Err) -> Array:
     return np.ndarray(shape, dtype, data)  # a read-only view of the bytes, no copy
 
 
-def fill_tensor(t: pb.Tensor, a: Array | np.generic, where: str, err: _Err) -> None:
-    """Write an array into ``t`` as C-order little-endian bytes; a bad dtype raises ``err``."""
+def _wire_array(a: Array | np.generic, where: str, err: _Err) -> tuple[str, Array]:
+    """The dtype name and the little-endian array to send; a bad dtype raises ``err``."""
     arr = np.asarray(a)
     name = _SENDABLE.get(arr.dtype)
     if name is None:
         raise err(f"{where}: unsupported dtype {arr.dtype.name!r}; use one of {_ALLOWED_TEXT}")
     if arr.dtype != (dtype := _WIRE_DTYPES[name]):  # a big-endian array (or host)
         arr = arr.astype(dtype)
+    return name, arr
+
+
+def fill_tensor(t: pb.Tensor, a: Array | np.generic, where: str, err: _Err) -> None:
+    """Write an array into ``t`` as C-order little-endian bytes; a bad dtype raises ``err``."""
+    name, arr = _wire_array(a, where, err)
     t.dtype = name
     t.shape.extend(arr.shape)
     t.data = arr.tobytes()  # C order, whatever the array's own layout
@@ -164,9 +174,12 @@ def to_value(v: object, where: str) -> str | Array:
 
 # --- server side -------------------------------------------------------------------------
 
+_Checked = tuple[str, list[int], bytes]
+"""A tensor read from JSON whose layout passed the checks: dtype name, shape, raw bytes."""
 
-def _values(
-    keys: Sequence[str], values: Sequence[str], tensors: _TensorMap, prefix: str, err: _Err
+
+def _pairs(
+    keys: Sequence[str], values: Sequence[str], prefix: str, err: _Err
 ) -> dict[str, str | Array]:
     if len(keys) != len(values):
         raise err(f"{prefix}key/value: {len(keys)} keys but {len(values)} values")
@@ -177,10 +190,21 @@ def _values(
             if k in seen:
                 raise err(f"{prefix}key: {k!r} appears twice; send each key once")
             seen.add(k)
+    return out
+
+
+def _also_in_key(where: str, k: str) -> str:
+    return f"{where}: {k!r} is also in key; send each key once, in key or in tensors"
+
+
+def _values(
+    keys: Sequence[str], values: Sequence[str], tensors: _TensorMap, prefix: str, err: _Err
+) -> dict[str, str | Array]:
+    out = _pairs(keys, values, prefix, err)
     for k in tensors:  # faster than .items() on protobuf maps
         where = f"{prefix}tensors.{k}"
         if k in out:
-            raise err(f"{where}: {k!r} is also in key; send each key once, in key or in tensors")
+            raise err(_also_in_key(where, k))
         out[k] = read_tensor(tensors[k], where, err)
     return out
 
@@ -194,6 +218,54 @@ def values_from_request(req: pb.Request) -> dict[str, str | Array]:
     return _values(req.key[:], req.value[:], req.tensors, "", errors.RequestError)
 
 
+class RequestFields:
+    """A checked HTTP body as plain Python values: a ``pb.Request`` without the message.
+
+    A field the body leaves out (or sends as ``null``) is None, as proto2 leaves it unset.
+    """
+
+    __slots__ = ("key", "value", "tensors", "name", "method", "logid", "clientip", "batch")
+
+    def __init__(self) -> None:
+        self.key: list[str] = []
+        self.value: list[str] = []
+        self.tensors: dict[str, _Checked] = {}
+        self.name: str | None = None
+        self.method: str | None = None
+        self.logid: int | None = None
+        self.clientip: str | None = None
+        self.batch: bool | None = None
+
+
+def values_from_fields(fields: RequestFields) -> dict[str, str | Array]:
+    """:func:`values_from_request` for a body read by :func:`fields_from_json`: the same values
+    (tensors become read-only views of the decoded bytes) and the same errors."""
+    out = _pairs(fields.key, fields.value, "", errors.RequestError)
+    for k, (dtype_name, shape, data) in fields.tensors.items():
+        if k in out:
+            raise errors.RequestError(_also_in_key(f"tensors.{k}", k))
+        out[k] = np.ndarray(shape, _WIRE_DTYPES[dtype_name], data)
+    return out
+
+
+def _output(
+    values: Mapping[str, object],
+) -> tuple[list[str], list[str], list[tuple[str, Array]]]:
+    """An op's output as key/value strings and arrays; a key or value that cannot travel raises."""
+    keys: list[str] = []
+    strs: list[str] = []
+    arrays: list[tuple[str, Array]] = []
+    for k, v in values.items():
+        if type(k) is not str:
+            raise errors.OpOutputError(f"{k!r}: output keys must be str, got {type(k).__name__}")
+        if isinstance(v, str):
+            keys.append(k)
+            strs.append(v)
+        else:
+            arrays.append((k, _to_array(v, k, errors.OpOutputError, "return")))
+    return keys, strs, arrays
+
+
 def response_from_values(
     values: Mapping[str, object], err_no: int = 0, err_msg: str = ""
 ) -> pb.Response:
@@ -203,21 +275,34 @@ def response_from_values(
         errors.OpOutputError: A key is not a str, or a value cannot be sent.
     """
     resp = pb.Response(err_no=err_no, err_msg=err_msg)
-    keys: list[str] = []
-    strs: list[str] = []
+    keys, strs, arrays = _output(values)
     tensors = resp.tensors
-    for k, v in values.items():
-        if type(k) is not str:
-            raise errors.OpOutputError(f"{k!r}: output keys must be str, got {type(k).__name__}")
-        if isinstance(v, str):
-            keys.append(k)
-            strs.append(v)
-        else:
-            arr = _to_array(v, k, errors.OpOutputError, "return")
-            fill_tensor(tensors[k], arr, k, errors.OpOutputError)
+    for k, arr in arrays:
+        fill_tensor(tensors[k], arr, k, errors.OpOutputError)
     resp.key.extend(keys)
     resp.value.extend(strs)
     return resp
+
+
+def response_json_from_values(values: Mapping[str, object]) -> bytes:
+    """``response_to_json(response_from_values(values))`` without the message in between.
+
+    The same checks and the same JSON, except that tensors keep the op's order (a protobuf
+    map has its own). What orjson refuses (a str that is not valid UTF-8) takes the
+    protobuf path, so that it fails exactly as there.
+
+    Raises:
+        errors.OpOutputError: A key is not a str, or a value cannot be sent.
+    """
+    keys, strs, arrays = _output(values)
+    tensors: dict[str, Any] = {}
+    for k, arr in arrays:
+        name, wire = _wire_array(arr, k, errors.OpOutputError)
+        tensors[k] = _tensor_json(name, list(wire.shape), wire.tobytes())
+    try:
+        return _response_json(0, "", keys, strs, tensors)
+    except orjson.JSONEncodeError:
+        return response_to_json(response_from_values(values))
 
 
 def _load(body: bytes, what: str, err: _Err) -> dict[str, Any]:
@@ -253,9 +338,10 @@ def _int(v: object, path: str, lo: int, hi: int, err: _Err) -> int:
     return v
 
 
-def _tensors_from_json(v: object, out: _TensorMap, path: str, err: _Err) -> None:
+def _tensors_from_json(v: object, path: str, err: _Err) -> dict[str, _Checked]:
     if type(v) is not dict:
         raise err(f"{path}: must be an object of tensors by key, got {_json_type(v)}")
+    out: dict[str, _Checked] = {}
     for key, tv in v.items():
         where = f"{path}.{key}"
         if type(tv) is not dict:
@@ -284,13 +370,19 @@ def _tensors_from_json(v: object, out: _TensorMap, path: str, err: _Err) -> None
         except (binascii.Error, ValueError) as exc:  # ValueError: non-ASCII text
             raise err(f"{where}.data: not valid base64 ({exc})") from exc
         _check_layout(dtype_name, shape, len(data), where, err)
+        out[key] = (dtype_name, shape, data)
+    return out
+
+
+def _fill_tensors(out: _TensorMap, checked: dict[str, _Checked]) -> None:
+    for key, (dtype_name, shape, data) in checked.items():
         t = out[key]
         t.dtype = dtype_name
         t.shape.extend(shape)
         t.data = data
 
 
-def request_from_json(body: bytes, max_bytes: int) -> pb.Request:
+def fields_from_json(body: bytes, max_bytes: int) -> RequestFields:
     """Parse and validate an HTTP body; a JSON ``null`` counts as an absent field.
 
     Tensors are checked (dtype, shape, byte count) here, so a bad one fails at decode time.
@@ -308,48 +400,69 @@ def request_from_json(body: bytes, max_bytes: int) -> pb.Request:
         raise errors.PayloadTooLargeError(too_big)
     err = errors.RequestError
     obj = _load(body, "request body", err)
-    req = pb.Request()
+    fields = RequestFields()
     for field, v in obj.items():
         if v is None:
             continue
         if field == "key":
-            req.key.extend(_strings(v, "key", err))
+            fields.key = _strings(v, "key", err)
         elif field == "value":
-            req.value.extend(_strings(v, "value", err))
+            fields.value = _strings(v, "value", err)
         elif field == "tensors":
-            _tensors_from_json(v, req.tensors, "tensors", err)
+            fields.tensors = _tensors_from_json(v, "tensors", err)
         elif field == "name":
-            req.name = _string(v, "name", err)
+            fields.name = _string(v, "name", err)
         elif field == "method":
-            req.method = _string(v, "method", err)
+            fields.method = _string(v, "method", err)
         elif field == "logid":
-            req.logid = _int(v, "logid", -_INT64_MAX - 1, _INT64_MAX, err)
+            fields.logid = _int(v, "logid", -_INT64_MAX - 1, _INT64_MAX, err)
         elif field == "clientip":
-            req.clientip = _string(v, "clientip", err)
+            fields.clientip = _string(v, "clientip", err)
         elif field == "batch":
             if type(v) is not bool:
                 raise err(f"batch: must be true or false, got {_json_type(v)}")
-            req.batch = v
+            fields.batch = v
         else:
             raise err(f"request body: unknown field {field!r}; use only {_REQUEST_FIELDS}")
+    return fields
+
+
+def request_from_json(body: bytes, max_bytes: int) -> pb.Request:
+    """:func:`fields_from_json` as a ``pb.Request``; the same checks and errors."""
+    f = fields_from_json(body, max_bytes)
+    req = pb.Request(
+        key=f.key, value=f.value, name=f.name, method=f.method, logid=f.logid,
+        clientip=f.clientip, batch=f.batch,
+    )  # fmt: skip
+    _fill_tensors(req.tensors, f.tensors)
     return req
+
+
+def _tensor_json(dtype_name: str, shape: list[int], data: bytes) -> dict[str, object]:
+    text = binascii.b2a_base64(data, newline=False).decode("ascii")
+    return {"dtype": dtype_name, "shape": shape, "data": text}
 
 
 def _tensors_to_json(tensors: _TensorMap) -> dict[str, dict[str, object]]:
     out: dict[str, dict[str, object]] = {}
     for k in tensors:
         t = tensors[k]
-        data = binascii.b2a_base64(t.data, newline=False).decode("ascii")
-        out[k] = {"dtype": t.dtype, "shape": t.shape[:], "data": data}
+        out[k] = _tensor_json(t.dtype, t.shape[:], t.data)
     return out
+
+
+def _response_json(
+    err_no: int, err_msg: str, keys: list[str], strs: list[str], tensors: dict[str, Any]
+) -> bytes:
+    return orjson.dumps({
+        "err_no": err_no, "err_msg": err_msg, "key": keys, "value": strs, "tensors": tensors,
+    })  # fmt: skip
 
 
 def response_to_json(resp: pb.Response) -> bytes:
     """Encode a response as the HTTP body: err_no, err_msg, key, value, tensors (base64 data)."""
-    return orjson.dumps({
-        "err_no": resp.err_no, "err_msg": resp.err_msg, "key": resp.key[:],
-        "value": resp.value[:], "tensors": _tensors_to_json(resp.tensors),
-    })  # fmt: skip
+    tensors = _tensors_to_json(resp.tensors)
+    return _response_json(resp.err_no, resp.err_msg, resp.key[:], resp.value[:], tensors)
 
 
 # --- client side -------------------------------------------------------------------------
@@ -429,7 +542,7 @@ def response_from_json(body: bytes) -> pb.Response:
     if (v := obj.get("value")) is not None:
         resp.value.extend(_strings(v, "response.value", ValueError))
     if (v := obj.get("tensors")) is not None:
-        _tensors_from_json(v, resp.tensors, "response.tensors", ValueError)
+        _fill_tensors(resp.tensors, _tensors_from_json(v, "response.tensors", ValueError))
     return resp
 
 

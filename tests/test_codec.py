@@ -403,3 +403,88 @@ def test_client_reads_a_bad_response_as_value_error() -> None:
     with pytest.raises(ValueError) as info:
         codec.values_from_response(resp)
     assert str(info.value) == "response.key/value: 1 keys but 0 values"
+
+
+# --- the HTTP front door's direct path (default RequestOp and ResponseOp) ---------------------
+
+
+@given(
+    tensors=st.dictionaries(keys.map(lambda k: "t" + k), arrays, max_size=3),
+    strings=st.dictionaries(keys.map(lambda k: "s" + k), st.text(), max_size=3),
+    logid=st.none() | st.integers(-(2**63), 2**63 - 1),
+)
+def test_fields_give_the_values_the_request_gives(
+    tensors: dict[str, np.ndarray], strings: dict[str, str], logid: int | None
+) -> None:
+    raw = codec.request_to_json(codec.request_from_values({**strings, **tensors}, logid=logid))
+    fields = codec.fields_from_json(raw, LIMIT)
+    want = codec.values_from_request(codec.request_from_json(raw, LIMIT))
+    got = codec.values_from_fields(fields)
+    assert fields.logid == logid
+    assert got.keys() == want.keys()
+    for k, v in want.items():
+        if isinstance(v, str):
+            assert got[k] == v
+        else:
+            assert_same_array(got[k], v)
+            assert not got[k].flags.writeable
+
+
+def test_fields_leave_absent_fields_none_as_proto2_leaves_them_unset() -> None:
+    fields = codec.fields_from_json(body({"batch": True, "name": None}), LIMIT)
+    assert fields.batch is True
+    assert fields.name is fields.method is fields.logid is fields.clientip is None
+
+
+@pytest.mark.parametrize(
+    ("obj", "message"),
+    [
+        ({"key": ["a", "b"], "value": ["1"]}, "key/value: 2 keys but 1 values"),
+        ({"key": ["a", "b", "a"], "value": ["1", "2", "3"]}, "key: 'a' appears twice; send each key once"),
+        (
+            {"key": ["a"], "value": ["1"], "tensors": {"a": tensor_json("int8", [1], b"\x01")}},
+            "tensors.a: 'a' is also in key; send each key once, in key or in tensors",
+        ),
+    ],
+)
+def test_fields_refuse_what_the_request_refuses_with_the_same_message(obj: Any, message: str) -> None:
+    with pytest.raises(errors.RequestError) as via_request:
+        codec.values_from_request(codec.request_from_json(body(obj), LIMIT))
+    with pytest.raises(errors.RequestError) as via_fields:
+        codec.values_from_fields(codec.fields_from_json(body(obj), LIMIT))
+    assert via_fields.value.message == via_request.value.message == message
+
+
+@given(
+    tensor=st.none() | arrays,
+    strings=st.dictionaries(keys.map(lambda k: "s" + k), st.text(), max_size=3),
+)
+def test_response_json_from_values_is_the_bytes_of_the_protobuf_path(
+    tensor: np.ndarray | None, strings: dict[str, str]
+) -> None:
+    # One tensor at most: a protobuf map orders several its own way, the direct path keeps
+    # the op's order.
+    values: dict[str, object] = {**strings, **({} if tensor is None else {"t": tensor})}
+    want = codec.response_to_json(codec.response_from_values(values))
+    assert codec.response_json_from_values(values) == want
+
+
+def test_response_json_from_values_keeps_the_op_order_of_tensors() -> None:
+    values = {"zeta": np.int8(1), "alpha": np.int8(2), "label": "pos"}
+    got = orjson.loads(codec.response_json_from_values(values))
+    assert list(got["tensors"]) == ["zeta", "alpha"]
+    assert got == orjson.loads(codec.response_to_json(codec.response_from_values(values)))
+
+
+@pytest.mark.parametrize(
+    "values",
+    [{"label": "pos", "prediction": {"p": 1}}, {1: "one"}, {"s": "\ud800"}, {"\ud800": np.int8(1)}],
+    ids=["a dict value", "an int key", "a lone surrogate", "a lone surrogate key"],
+)
+def test_response_json_from_values_fails_as_the_protobuf_path(values: Any) -> None:
+    with pytest.raises(Exception) as via_protobuf:
+        codec.response_to_json(codec.response_from_values(values))
+    with pytest.raises(Exception) as direct:
+        codec.response_json_from_values(values)
+    assert type(direct.value) is type(via_protobuf.value)
+    assert str(direct.value) == str(via_protobuf.value)

@@ -3,6 +3,11 @@
 The HTTP and gRPC adapters only decode into a ``Request``, call :meth:`Gateway.infer`
 and encode what it returns; everything they have in common lives here, so both answer
 the same request the same way.
+
+The default RequestOp and ResponseOp only convert between the wire's key/value strings
+and tensors and a dict of values. When the user overrides neither, the HTTP adapter skips
+the protobuf messages: it decodes the body into :class:`codec.RequestFields`, calls
+:meth:`Gateway.run` and :meth:`Gateway.pack_json`, with the same checks and answers.
 """
 
 from __future__ import annotations
@@ -10,6 +15,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+from pipeserve import codec
 from pipeserve.pipeline import channel, config, errors, executor
 from pipeserve.pipeline import op as op_mod
 from pipeserve.proto.pipeserve.v1 import pipeline_service_pb2 as pb
@@ -34,6 +40,10 @@ class Gateway:
         self.response_op = response_op
         self.executor = dag_executor
         self.draining = False
+        self.plain_request = not op_mod.overrides(request_op, "unpack_request_package")
+        """The RequestOp only turns the request into its values: run() may take RequestFields."""
+        self.plain_response = not op_mod.overrides(response_op, "pack_response_package")
+        """The ResponseOp only turns the output into the response: pack_json() skips it."""
 
     @property
     def ready(self) -> bool:
@@ -55,21 +65,36 @@ class Gateway:
 
     async def infer(self, request: pb.Request) -> tuple[pb.Response, errors.PipelineError | None]:
         """Answer one request; the error (if any) tells the adapters which status to use."""
-        data_id = self.executor.next_data_id()
-        log_id = request.logid
         try:
-            self.check_route(request.name, request.method)
-            if not self.ready:
-                raise errors.ClosedError(
-                    "server is shutting down; retry on another replica"
-                    if self.draining
-                    else "server is starting: ops are still running init_op; retry shortly"
-                )
-            values, log_id = self._unpack(request, data_id, log_id)
+            result = await self.run(request, request.name, request.method)
         except errors.PipelineError as error:
             return _error_response(error), error
-        result = await self.executor.run(values, data_id, log_id, request.batch)
-        return self._pack(result)
+        return self.pack(result)
+
+    async def run(
+        self, request: pb.Request | codec.RequestFields, name: str, method: str
+    ) -> channel.ChannelData:
+        """Run the DAG on one request (RequestFields only when ``plain_request``).
+
+        Raises:
+            errors.PipelineError: The request is refused before the DAG: unknown route, a
+                server not ready, or RequestOp.unpack_request_package failed. Errors inside
+                the DAG come back in the result, for the ResponseOp.
+        """
+        data_id = self.executor.next_data_id()
+        log_id = request.logid or 0
+        self.check_route(name, method)
+        if not self.ready:
+            raise errors.ClosedError(
+                "server is shutting down; retry on another replica"
+                if self.draining
+                else "server is starting: ops are still running init_op; retry shortly"
+            )
+        if isinstance(request, codec.RequestFields):
+            values: Any = codec.values_from_fields(request)
+        else:
+            values, log_id = self._unpack(request, data_id, log_id)
+        return await self.executor.run(values, data_id, log_id, bool(request.batch))
 
     def _unpack(self, request: pb.Request, data_id: int, log_id: int) -> tuple[Any, int]:
         try:
@@ -88,19 +113,34 @@ class Gateway:
             return values, log_id if new_log_id is None else int(new_log_id)
         return unpacked, log_id
 
-    def _pack(self, result: channel.ChannelData) -> tuple[pb.Response, errors.PipelineError | None]:
+    def pack(self, result: channel.ChannelData) -> tuple[pb.Response, errors.PipelineError | None]:
+        """The ResponseOp's answer to ``result``, and the error it carries (if any)."""
         try:
             return self.response_op.pack_response_package(result), result.error
-        except errors.PipelineError as error:
-            _LOGGER.warning("[data_id=%s log_id=%s] %s", result.data_id, result.log_id, error.message)
-            return _error_response(error), error
         except Exception as exc:  # noqa: BLE001 - user code
-            _LOGGER.error(
-                "[data_id=%s log_id=%s] ResponseOp.pack_response_package raised",
-                result.data_id, result.log_id, exc_info=exc,
-            )
-            internal = errors.to_err(exc, type(self.response_op).__name__)
-            return _error_response(internal), internal
+            error = self._packing_failed(result, exc)
+            return _error_response(error), error
+
+    def pack_json(self, result: channel.ChannelData) -> tuple[bytes, errors.PipelineError | None]:
+        """:meth:`pack` as the HTTP body; straight from the output when ``plain_response``."""
+        if self.plain_response and result.error is None:
+            try:
+                return codec.response_json_from_values(result.single_output()), None
+            except Exception as exc:  # noqa: BLE001 - what the op returned
+                failed = self._packing_failed(result, exc)
+                return codec.response_to_json(_error_response(failed)), failed
+        response, error = self.pack(result)
+        return codec.response_to_json(response), error
+
+    def _packing_failed(self, result: channel.ChannelData, exc: Exception) -> errors.PipelineError:
+        if isinstance(exc, errors.PipelineError):
+            _LOGGER.warning("[data_id=%s log_id=%s] %s", result.data_id, result.log_id, exc.message)
+            return exc
+        _LOGGER.error(
+            "[data_id=%s log_id=%s] ResponseOp.pack_response_package raised",
+            result.data_id, result.log_id, exc_info=exc,
+        )
+        return errors.to_err(exc, type(self.response_op).__name__)
 
 
 def _error_response(error: errors.PipelineError) -> pb.Response:

@@ -19,6 +19,7 @@ import pydantic
 from pipeserve import codec
 from pipeserve.gateway import core
 from pipeserve.pipeline import errors
+from pipeserve.proto.pipeserve.v1 import pipeline_service_pb2 as pb
 
 _LOGGER = logging.getLogger("pipeserve.gateway")
 
@@ -46,15 +47,19 @@ class HttpApp:
         await self.api(scope, receive, send)
 
     async def _predict(self, scope: Scope, receive: Receive, send: Send, name: str, method: str) -> None:
+        gateway = self.gateway
         try:
             body = await self._read_body(scope, receive)
-            request = codec.request_from_json(body, self.max_request_bytes)
-            request.name = name
-            request.method = method
-            if not request.clientip and scope.get("client"):
-                request.clientip = scope["client"][0]
-            response, error = await self.gateway.infer(request)
-            payload = codec.response_to_json(response)
+            request: pb.Request | codec.RequestFields
+            if gateway.plain_request:  # the values are all the RequestOp wants: no Request message
+                request = codec.fields_from_json(body, self.max_request_bytes)
+            else:
+                request = codec.request_from_json(body, self.max_request_bytes)
+                request.name = name
+                request.method = method
+                if not request.clientip and scope.get("client"):
+                    request.clientip = scope["client"][0]
+            payload, error = gateway.pack_json(await gateway.run(request, name, method))
             status = 200 if error is None else error.http_status
         except errors.PipelineError as error:
             payload, status = _error_body(error), error.http_status

@@ -41,6 +41,16 @@ class ChannelData:
         """``err_msg`` for the response."""
         return "" if self.error is None else self.error.message
 
+    def single_output(self) -> dict[str, Any]:
+        """The output of the ResponseOp's only input op, which must be a dict."""
+        ((_, output),) = self.dicts.items()
+        if not isinstance(output, dict):
+            raise errors.OpOutputError(
+                f"op '{self.last_op}' must output a dict for the response, "
+                f"got {type(output).__name__}"
+            )
+        return output
+
 
 class Admission:
     """Admits at most ``limit`` requests into the DAG at once."""

@@ -185,13 +185,7 @@ class ResponseOp(Op):
 
         if channeldata.error_code != errors.ErrCode.OK:
             return codec.response_from_values({}, channeldata.error_code, channeldata.error_info)
-        ((_, output),) = channeldata.dicts.items()
-        if not isinstance(output, dict):
-            raise errors.OpOutputError(
-                f"op '{channeldata.last_op}' must output a dict for the response, "
-                f"got {type(output).__name__}"
-            )
-        return codec.response_from_values(output)
+        return codec.response_from_values(channeldata.single_output())
 
 
 def hook_form(method: Any, short_arity: int) -> str:

@@ -49,6 +49,8 @@ class StageRunner:
 
     def run(self, samples: list[Sample]) -> list[Outcome]:
         """Run the three stages over ``samples`` and return one outcome per sample."""
+        if len(samples) == 1:
+            return [self._run_one(samples[0])]
         outcomes: list[Outcome] = [None] * len(samples)
         fetches: dict[int, Any] = {}
         batched: list[tuple[int, dict[str, Any]]] = []
@@ -66,20 +68,42 @@ class StageRunner:
             elif isinstance(feed, dict):
                 batched.append((i, feed))
             else:
-                outcomes[i] = errors.OpOutputError(
-                    f"op '{self.name}': preprocess must return a dict (or a list of dicts "
-                    f"for mini-batches), got {type(feed).__name__}"
-                )
+                outcomes[i] = self._bad_feed(feed)
         if batched:
             self._process_into(fetches, outcomes, samples, batched)
         for i, chunks in chunked:
-            self._process_chunks(fetches, outcomes, samples[i], i, chunks)
+            try:
+                fetches[i] = self._process_chunks(samples[i], chunks)
+            except Exception as exc:  # noqa: BLE001
+                outcomes[i] = self._fail(exc, "process", [samples[i]])
         for i, fetch in fetches.items():
             try:
                 outcomes[i] = self._postprocess(samples[i], fetch)
             except Exception as exc:  # noqa: BLE001
                 outcomes[i] = self._fail(exc, "postprocess", [samples[i]])
         return outcomes
+
+    def _run_one(self, sample: Sample) -> Outcome:
+        """:meth:`run` for a single sample (as inline ops get), without the batch bookkeeping."""
+        try:
+            fetch, skip = self._preprocess(sample)
+        except Exception as exc:  # noqa: BLE001 - user code
+            return self._fail(exc, "preprocess", [sample])
+        if not skip and self._has_process:
+            if not isinstance(fetch, (dict, list)):
+                return self._bad_feed(fetch)
+            try:
+                if isinstance(fetch, dict):
+                    result = self.op.process([fetch], sample.log_id)
+                    fetch = split_batch(self.name, result, [fetch], [sample.batch])[0]
+                else:
+                    fetch = self._process_chunks(sample, fetch)
+            except Exception as exc:  # noqa: BLE001
+                return self._fail(exc, "process", [sample])
+        try:
+            return self._postprocess(sample, fetch)
+        except Exception as exc:  # noqa: BLE001
+            return self._fail(exc, "postprocess", [sample])
 
     # Stages ------------------------------------------------------------------------------
 
@@ -133,23 +157,19 @@ class StageRunner:
         for (i, _), fetch in zip(batched, per_feed):
             fetches[i] = fetch
 
-    def _process_chunks(
-        self,
-        fetches: dict[int, Any],
-        outcomes: list[Outcome],
-        sample: Sample,
-        i: int,
-        chunks: list[Any],
-    ) -> None:
+    def _process_chunks(self, sample: Sample, chunks: list[Any]) -> list[Any]:
+        """A mini-batch: each chunk is processed alone; their fetches, in order."""
         results = []
-        try:
-            for chunk in chunks:
-                result = self.op.process([chunk], sample.log_id)
-                results.append(split_batch(self.name, result, [chunk], [sample.batch])[0])
-        except Exception as exc:  # noqa: BLE001
-            outcomes[i] = self._fail(exc, "process", [sample])
-            return
-        fetches[i] = results
+        for chunk in chunks:
+            result = self.op.process([chunk], sample.log_id)
+            results.append(split_batch(self.name, result, [chunk], [sample.batch])[0])
+        return results
+
+    def _bad_feed(self, feed: Any) -> errors.PipelineError:
+        return errors.OpOutputError(
+            f"op '{self.name}': preprocess must return a dict (or a list of dicts "
+            f"for mini-batches), got {type(feed).__name__}"
+        )
 
     def _fail(self, exc: Exception, stage: str, samples: list[Sample]) -> errors.PipelineError:
         error = errors.to_err(exc, self.name)

@@ -10,7 +10,9 @@ Aspects, all over real HTTP on loopback:
 - binary tensors travel as base64 and come back bit for bit;
 - health, readiness and the OpenAPI document;
 - an op output that cannot be sent, or an op that raises, answers a clean error: never a
-  traceback or the exception's text.
+  traceback or the exception's text;
+- with the default RequestOp and ResponseOp the body goes straight to values and back, with
+  the same answers, byte for byte, as through the protobuf messages that overrides get.
 """
 
 from __future__ import annotations
@@ -43,11 +45,25 @@ class Echo(Op):
         return values
 
 
-async def start_echo(serve):
-    read = RequestOp()
+class OwnUnpacking(RequestOp):
+    """The default unpacking, overridden: the gateway must build the protobuf Request."""
+
+    def unpack_request_package(self, request):
+        return super().unpack_request_package(request)
+
+
+class OwnPacking(ResponseOp):
+    """The default packing, overridden: the gateway must go through the protobuf Response."""
+
+    def pack_response_package(self, channeldata):
+        return super().pack_response_package(channeldata)
+
+
+async def start_echo(serve, read_op=RequestOp, response_op=ResponseOp):
+    read = read_op()
     echo = Echo(name="echo", input_ops=[read])
     config = {"method": ["prediction", "infer"], "max_request_bytes": LIMIT}
-    return await serve(ResponseOp(input_ops=[echo]), config, name="t")
+    return await serve(response_op(input_ops=[echo]), config, name="t")
 
 
 def decode(body: bytes) -> dict[str, Any]:
@@ -302,3 +318,61 @@ async def test_op_that_raises_answers_internal_error_without_its_text(serve):
         assert answer["err_no"] == errors.ErrCode.UNKNOW
         assert answer["err_msg"] == "internal error in op 'echo': ValueError (see pipeline.log.wf)"
         await assert_serves_next_request(http)
+
+
+SAME_EITHER_WAY = {
+    **{name: ("/t/prediction", body) for name, (body, *_) in BAD_REQUESTS.items()},
+    "strings": ("/t/prediction", {"key": ["a", "b"], "value": ["1", "2"], "logid": 7}),
+    "a tensor": ("/t/infer", {"tensors": {"x": tensor("float16", [3, 2], bytes(12))}}),
+    "strings and a tensor": (
+        "/t/prediction", {"key": ["a"], "value": ["1"], "tensors": {"x": tensor("int8", [1], b"\x01")}},
+    ),
+    "an output that cannot be sent": ("/t/prediction", {"key": ["do"], "value": ["nest"]}),
+    "an op that raises": ("/t/prediction", {"key": ["do"], "value": ["raise"]}),
+    "an unknown name": ("/other/prediction", {"key": ["a"], "value": ["1"]}),
+    "an unknown name and unpaired keys": ("/other/prediction", {"key": ["a"], "value": []}),
+}
+
+
+@pytest.mark.parametrize("path, body", SAME_EITHER_WAY.values(), ids=SAME_EITHER_WAY.keys())
+async def test_default_ops_answer_byte_for_byte_as_overridden_ones_that_do_the_same(serve, path, body):
+    direct = await start_echo(serve)
+    via_protobuf = await start_echo(serve, OwnUnpacking, OwnPacking)
+    assert direct.server.gateway.plain_request and direct.server.gateway.plain_response
+    assert not via_protobuf.server.gateway.plain_request and not via_protobuf.server.gateway.plain_response
+    content = body if isinstance(body, bytes) else orjson.dumps(body)
+    async with direct.http() as a, via_protobuf.http() as b:
+        got, want = await a.post(path, content=content), await b.post(path, content=content)
+    assert (got.status_code, got.content) == (want.status_code, want.content)
+
+
+class WhoAsked(RequestOp):
+    def unpack_request_package(self, request):
+        return {"route": f"{request.name}/{request.method}", "clientip": request.clientip}
+
+
+async def test_an_overridden_unpack_sees_the_route_and_the_client_address(serve):
+    running = await start_echo(serve, read_op=WhoAsked)
+    async with running.http() as http:
+        reply = await http.post("/t/infer", json={})
+    assert decode(reply.content) == {
+        "err_no": 0, "err_msg": "", "key": ["route", "clientip"], "value": ["t/infer", "127.0.0.1"],
+        "tensors": {},
+    }  # fmt: skip
+
+
+class Signed(ResponseOp):
+    def pack_response_package(self, channeldata):
+        response = super().pack_response_package(channeldata)
+        response.key.append("signed")
+        response.value.append("yes")
+        return response
+
+
+async def test_an_overridden_pack_is_what_goes_out(serve):
+    running = await start_echo(serve, response_op=Signed)
+    async with running.http() as http:
+        reply = await http.post("/t/prediction", json={"key": ["a"], "value": ["1"]})
+    assert decode(reply.content) == {
+        "err_no": 0, "err_msg": "", "key": ["a", "signed"], "value": ["1", "yes"], "tensors": {},
+    }  # fmt: skip
