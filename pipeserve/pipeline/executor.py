@@ -21,7 +21,7 @@ import time
 from collections.abc import Coroutine
 from typing import Any
 
-from pipeserve.pipeline import batching, channel, dag, errors, stages, workers
+from pipeserve.pipeline import batching, channel, dag, errors, observe, stages, workers
 from pipeserve.pipeline import config as config_mod
 from pipeserve.pipeline import op as op_mod
 from pipeserve.payload.refs import contains_refs
@@ -71,6 +71,8 @@ class DagExecutor:
         self.payload_store: Any = None
         """The payload store shared with the op services (None: values travel inline)."""
         self._payload_prefix = f"{secrets.token_hex(4)}-"  # data_ids are unique per process only
+        self.observers = observe.Observers()
+        """Who hears of stages, batches, requests and op errors (nobody by default)."""
         self.ready = False
 
     # Life cycle ----------------------------------------------------------------------------
@@ -112,6 +114,10 @@ class DagExecutor:
     def channel_sizes(self) -> dict[str, int]:
         """Samples waiting for each op's workers."""
         return {name: len(node.queue) for name, node in self.nodes.items() if node.queue is not None}
+
+    def queue_depths(self) -> dict[str, int]:
+        """Samples waiting for each op, every op named (0 for ops that never queue)."""
+        return {name: len(node.queue) if node.queue is not None else 0 for name, node in self.nodes.items()}
 
     # Requests ------------------------------------------------------------------------------
 
