@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: serve test protos bench lint clean
+.PHONY: serve test protos bench lint clean system-packages
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -19,7 +19,12 @@ serve: $(STAMP)
 	@echo
 	cd examples/imdb_ensemble && exec ../../$(PY) server.py
 
-test: $(STAMP)
+# The status page test drives Debian's chromium; `pipeserve graph` uses Graphviz when present.
+system-packages:
+	@command -v chromium >/dev/null && command -v dot >/dev/null || { apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium graphviz; }
+
+test: $(STAMP) system-packages
 	$(VENV)/bin/lint-imports
 	$(PY) -m mypy
 	$(PY) -m pytest -q

@@ -6,9 +6,9 @@ import argparse
 import sys
 from types import ModuleType
 
-from pipeserve.commands import check, opservice
+from pipeserve.commands import check, graph, opservice
 
-COMMANDS: tuple[ModuleType, ...] = (check, opservice)
+COMMANDS: tuple[ModuleType, ...] = (check, opservice, graph)
 
 
 def main(argv: list[str] | None = None) -> int:

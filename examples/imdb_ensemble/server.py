@@ -15,7 +15,8 @@ combine_op = CombineOp(name="combine", input_ops=[bow_op, cnn_op])
 # use default ResponseOp implementation
 response_op = ResponseOp(input_ops=[combine_op])
 
-server = PipelineServer(name="imdb")
-server.set_response_op(response_op)
-server.prepare_server("config.yml")
-server.run_server()
+if __name__ == "__main__":  # importable without serving: `pipeserve graph config.yml --dag server.py:response_op`
+    server = PipelineServer(name="imdb")
+    server.set_response_op(response_op)
+    server.prepare_server("config.yml")
+    server.run_server()
