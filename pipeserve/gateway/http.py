@@ -3,7 +3,7 @@
 The prediction route is a bare ASGI handler with orjson: a web framework's per-request
 validation costs several times the pipeline's own work for small requests. FastAPI owns
 the rest of the surface (health, readiness, the OpenAPI document, which also describes
-the prediction route).
+the prediction route), with the status page, ``/status.json`` and Prometheus ``/metrics``.
 """
 
 from __future__ import annotations
@@ -18,6 +18,8 @@ import pydantic
 
 from pipeserve import codec
 from pipeserve.gateway import core
+from pipeserve.monitor import metrics as metrics_mod
+from pipeserve.monitor import shape, status_page
 from pipeserve.pipeline import errors
 from pipeserve.proto.pipeserve.v1 import pipeline_service_pb2 as pb
 
@@ -33,10 +35,10 @@ _JSON_HEADERS = [(b"content-type", b"application/json")]
 class HttpApp:
     """The ASGI application of the gateway."""
 
-    def __init__(self, gateway: core.Gateway) -> None:
+    def __init__(self, gateway: core.Gateway, metrics: metrics_mod.PipelineMetrics | None = None) -> None:
         self.gateway = gateway
         self.max_request_bytes = gateway.config.max_request_bytes
-        self.api = build_api(gateway)
+        self.api = build_api(gateway, metrics)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and scope["method"] == "POST":
@@ -135,8 +137,8 @@ class ResponseJson(pydantic.BaseModel):
     tensors: dict[str, TensorJson]
 
 
-def build_api(gateway: core.Gateway) -> fastapi.FastAPI:
-    """Health, readiness and the documented routes."""
+def build_api(gateway: core.Gateway, metrics: metrics_mod.PipelineMetrics | None = None) -> fastapi.FastAPI:
+    """Health, readiness, the documented routes, and the status routes (``metrics`` on or off)."""
     api = fastapi.FastAPI(
         title="pipeserve gateway",
         description=f"Serves the pipeline '{gateway.name}'.",
@@ -163,4 +165,31 @@ def build_api(gateway: core.Gateway) -> fastapi.FastAPI:
     async def predict(name: str, method: str, request: RequestJson) -> ResponseJson:  # pragma: no cover
         raise AssertionError("served by HttpApp before FastAPI sees it")
 
+    _add_status_routes(api, gateway, metrics)
     return api
+
+
+_METRICS_OFF = "metrics are off: set metrics: true in config.yml"
+
+
+def _add_status_routes(
+    api: fastapi.FastAPI, gateway: core.Gateway, metrics: metrics_mod.PipelineMetrics | None
+) -> None:
+    dag = shape.from_graph(gateway.executor.graph, gateway.config)
+    page = status_page.page(dag, gateway.name)
+
+    @api.get("/", summary="Status page: the DAG with live per-op figures", response_class=fastapi.responses.HTMLResponse)
+    async def status() -> fastapi.responses.HTMLResponse:
+        return fastapi.responses.HTMLResponse(page)
+
+    @api.get("/status.json", summary="Live figures: per op QPS, p50/p99, queue depth and errors")
+    async def status_json() -> dict[str, Any]:
+        if metrics is None:
+            return {"service": gateway.name, "metrics": False, "reason": _METRICS_OFF}
+        return {"metrics": True, **metrics.live(dag.ops)}
+
+    @api.get("/metrics", summary="Prometheus metrics", response_class=fastapi.responses.PlainTextResponse)
+    async def prometheus() -> fastapi.Response:
+        if metrics is None:
+            return fastapi.responses.PlainTextResponse(_METRICS_OFF + "\n", status_code=404)
+        return fastapi.Response(metrics.exposition(), media_type=metrics_mod.CONTENT_TYPE)

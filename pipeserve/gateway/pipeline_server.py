@@ -24,6 +24,8 @@ from typing import Any
 import uvicorn
 
 from pipeserve.gateway import core, grpc, http
+from pipeserve.monitor import metered_store
+from pipeserve.monitor import metrics as metrics_mod
 from pipeserve.pipeline import config as config_mod
 from pipeserve.pipeline import dag, errors, executor, logs
 from pipeserve.pipeline import op as op_mod
@@ -131,6 +133,12 @@ class _Serving:
         self.config = config
         self.executor = executor.DagExecutor(graph, config, worker_index=index, worker_count=count)
         self.gateway = core.Gateway(config, graph.request_op, graph.response_op, self.executor)
+        self.metrics: metrics_mod.PipelineMetrics | None = None
+        if config.metrics:
+            self.metrics = metrics_mod.PipelineMetrics(
+                config.name or "", queue_depths=self.executor.queue_depths, in_flight=lambda: self.executor.in_flight
+            )
+            self.executor.observers.add(self.metrics)
         self._grpc: grpc.GrpcServer | None = None
         self._http: uvicorn.Server | None = None
         self._http_loop: asyncio.Task[None] | None = None
@@ -147,13 +155,15 @@ class _Serving:
             bound_http = sock.getsockname()[1]
             await self._start_http(sock)
         await self.executor.start()
+        if self.metrics is not None:
+            self.executor.payload_store = metered_store.metered(self.executor.payload_store, self.metrics)
         if self._grpc is not None:
             await self._grpc.set_serving(True)
         return Endpoints(host, bound_http, bound_rpc)
 
     async def _start_http(self, sock: socket.socket) -> None:
         uv_config = uvicorn.Config(
-            http.HttpApp(self.gateway),
+            http.HttpApp(self.gateway, self.metrics),
             loop="none",
             http="httptools",
             ws="none",

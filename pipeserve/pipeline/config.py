@@ -154,6 +154,9 @@ class ServerConfig:
     max_in_flight: int = 1024
     """Most requests inside one DAG at once when neither channel_size nor worker_num bounds it."""
     log_dir: str = "PipelineServingLogs"
+    metrics: bool = False
+    """Count requests, op stages, batches and queues: Prometheus ``/metrics``, ``/status.json``
+    and the status page at ``/`` on the HTTP port. Off: the engine does no work for them."""
     host: str = "0.0.0.0"
     """Address both ports listen on."""
     dag: DagConfig = dataclasses.field(default_factory=DagConfig)
@@ -391,6 +394,7 @@ _SERVER_KEYS: dict[str, parse.Field] = {
     "max_request_bytes": parse.Field("max_request_bytes", parse.integer(1024)),
     "max_in_flight": parse.Field("max_in_flight", parse.integer(1)),
     "log_dir": parse.Field("log_dir", parse.string),
+    "metrics": parse.Field("metrics", parse.boolean),
     "host": parse.Field("host", parse.string),
     "dag": parse.Field("dag", lambda v, w: DagConfig(**parse.fields(v, w, _DAG_KEYS))),
     "payload": parse.Field("payload", _payload),
