@@ -18,6 +18,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--grace", type=float, default=20.0, help="seconds calls in flight may take to finish on SIGTERM (default 20)"
     )
     parser.add_argument(
+        "--metrics-port", type=int, default=None,
+        help="serve Prometheus metrics at http://HOST:PORT/metrics (0 picks a free port; default: no metrics)",
+    )  # fmt: skip
+    parser.add_argument(
         "--max-connection-age", type=float, default=300.0,
         help="seconds after which connections are closed so clients re-resolve (default 300)",
     )  # fmt: skip
@@ -27,6 +31,7 @@ def run(args: argparse.Namespace) -> int:
     from pipeserve.opservice import server
 
     settings = server.Settings(
-        host=args.host, port=args.port, grace_s=args.grace, max_connection_age_s=args.max_connection_age
-    )
+        host=args.host, port=args.port, grace_s=args.grace, max_connection_age_s=args.max_connection_age,
+        metrics_port=args.metrics_port,
+    )  # fmt: skip
     return server.run(args.config, args.op, settings, args.op_class)

@@ -11,6 +11,8 @@ again from the moment draining starts. SIGTERM drains: health flips, new calls a
 with UNAVAILABLE (the gateway retries them on another replica), calls in flight finish
 within the grace period. Connections are closed after ``max_connection_age_s`` (with the
 grace period to finish their calls), so gateways re-resolve DNS and find new replicas.
+With ``metrics_port`` (``--metrics-port``), Prometheus metrics of the op's batches, stages
+and answers are served at ``http://host:metrics_port/metrics``.
 """
 
 from __future__ import annotations
@@ -29,7 +31,9 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from pipeserve.opservice import payloads, service
+from pipeserve.monitor import metered_store
+from pipeserve.monitor import metrics as metrics_mod
+from pipeserve.opservice import metered, payloads, service
 from pipeserve.pipeline import config as config_mod
 from pipeserve.pipeline import config_parse as parse
 from pipeserve.pipeline import errors, executor, logs, workers
@@ -52,6 +56,8 @@ class Settings:
     """How long calls in flight may take to finish when the service stops."""
     max_connection_age_s: float = 300.0
     """Connections older than this are closed (gracefully) so clients re-resolve."""
+    metrics_port: int | None = None
+    """Serve Prometheus metrics over HTTP on this port (0 picks a free one); None: no metrics."""
 
 
 class OpServer:
@@ -73,10 +79,24 @@ class OpServer:
         op.runtime_config = op_config.runtime
         self.workers = executor.make_workers(op, op_config, config)
         self.store = payloads.open_shared_store(config)
-        self.handler = service.OpHandler(
-            op.name, self.workers, config.max_request_bytes, self.store, config.payload.threshold_bytes
-        )
+        self.metrics: metrics_mod.PipelineMetrics | None = None
+        self.handler: service.OpHandler
+        if settings.metrics_port is None:
+            self.handler = service.OpHandler(
+                op.name, self.workers, config.max_request_bytes, self.store, config.payload.threshold_bytes
+            )
+        else:
+            self.metrics = metrics_mod.PipelineMetrics(op.name, in_flight=lambda: handler.in_flight)
+            self.store = metered_store.metered(self.store, self.metrics)
+            handler = metered.MeteredHandler(
+                op.name, self.workers, config.max_request_bytes, self.store, config.payload.threshold_bytes,
+                metrics=self.metrics,
+            )  # fmt: skip
+            self.handler = handler
         self.port: int | None = None
+        self.metrics_port: int | None = None
+        """Where the metrics are served, once started."""
+        self._metrics_endpoint: metered.MetricsEndpoint | None = None
         self._server: grpc.aio.Server | None = None
         self._health: health.aio.HealthServicer | None = None
 
@@ -109,6 +129,13 @@ class OpServer:
         if not self.port:
             raise OSError(f"op service '{self.op.name}': cannot bind {address}")
         self._server = server
+        if self.metrics is not None and self.settings.metrics_port is not None:
+            try:
+                self._metrics_endpoint = metered.start(self.metrics, host, self.settings.metrics_port)
+            except OSError:
+                await server.stop(0)
+                raise
+            self.metrics_port = self._metrics_endpoint.port
         await self._set_serving(False)
         await server.start()
         try:
@@ -128,6 +155,9 @@ class OpServer:
             await self._set_serving(False)
             await self._server.stop(self.settings.grace_s if grace_s is None else grace_s)
             self._server = None
+        if self._metrics_endpoint is not None:
+            self._metrics_endpoint.close()
+            self._metrics_endpoint = None
         await self.workers.close()
         if self.store is not None:
             await self.store.close()
@@ -139,7 +169,8 @@ class OpServer:
         for signum in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(signum, stopping.set)
         port = await self.start()
-        print(f"op service '{self.op.name}' serving on {self.settings.host}:{port}", flush=True)
+        metrics = f", metrics at http://{self.settings.host}:{self.metrics_port}/metrics" if self.metrics_port else ""
+        print(f"op service '{self.op.name}' serving on {self.settings.host}:{port}{metrics}", flush=True)
         await stopping.wait()
         _LOGGER.info("op service '%s' draining (grace %g s)", self.op.name, self.settings.grace_s)
         await self.stop()

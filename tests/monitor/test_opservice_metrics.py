@@ -1,0 +1,149 @@
+"""An op service serves its own Prometheus metrics, and the gateway counts its remote stages.
+
+Aspects, with a real op service on loopback behind a real gateway:
+- the op service's ``/metrics`` (its own port) counts every sample by err_no, its batches
+  and stages, and the sample its op failed;
+- the gateway counts the stages the op service ran under ``where="remote:<endpoint>"``;
+- without a metrics port the op service runs the plain handler and opens no port;
+- ``pipeserve opservice --metrics-port 0`` prints where its metrics are and serves them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import signal
+import subprocess
+import sys
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from pipeserve import Op, RequestOp, ResponseOp
+from pipeserve.opservice import metered, service
+from pipeserve.opservice.server import OpServer, Settings
+from pipeserve.pipeline import config as config_mod
+
+GOOD = 10
+BANNER = re.compile(r"op service 'tag' serving on \S+:(\d+), metrics at (http://\S+/metrics)")
+
+OPS_MODULE = '''
+from pipeserve import Op
+
+
+class TagOp(Op):
+    def preprocess(self, input_dicts, data_id, log_id):
+        ((_, values),) = input_dicts.items()
+        return {"x": values["x"]}, False, None, ""
+'''
+
+
+class TagOp(Op):
+    def preprocess(self, input_dicts, data_id, log_id):
+        ((_, values),) = input_dicts.items()
+        if values["x"] == "boom":
+            raise ValueError("cannot tag")
+        return {"x": values["x"]}, False, None, ""
+
+
+def scrape(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    samples = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            samples[(sample.name, tuple(sorted(sample.labels.items())))] = sample.value
+    return samples
+
+
+@pytest.fixture
+async def op_servers() -> AsyncIterator[list[OpServer]]:
+    started: list[OpServer] = []
+    yield started
+    for server in started:
+        await server.stop(grace_s=1)
+
+
+def tag_config(endpoint: str | None = None) -> dict[str, Any]:
+    tag: dict[str, Any] = {"batch_size": 4, "auto_batching_timeout": 20, "timeout": 2000}
+    if endpoint:
+        tag["server_endpoints"] = [endpoint]
+    return {"metrics": True, "op": {"tag": tag}}
+
+
+async def test_an_op_service_counts_its_samples_batches_and_errors_on_its_own_port(
+    serve: Any, op_servers: list[OpServer]
+) -> None:
+    settings = Settings(host="127.0.0.1", grace_s=1, metrics_port=0)
+    server = OpServer(TagOp(name="tag"), config_mod.load({"http_port": 0, **tag_config()}), settings)
+    port = await server.start()
+    op_servers.append(server)
+    assert isinstance(server.handler, metered.MeteredHandler)
+    assert server.metrics_port not in (None, 0, port)
+    endpoint = f"127.0.0.1:{port}"
+    running = await serve(ResponseOp(input_ops=[TagOp(name="tag", input_ops=[RequestOp()])]), tag_config(endpoint))
+
+    async with running.http() as http:
+        replies = await asyncio.gather(
+            *(http.post(running.url(), json={"key": ["x"], "value": [str(i)]}) for i in range(GOOD))
+        )
+        assert [reply.json()["err_no"] for reply in replies] == [0] * GOOD
+        failed = (await http.post(running.url(), json={"key": ["x"], "value": ["boom"]})).json()
+        err_no = failed["err_no"]
+        assert err_no != 0
+        gateway = scrape((await http.get("/metrics")).text)
+    async with httpx.AsyncClient() as client:
+        reply = await client.get(f"http://127.0.0.1:{server.metrics_port}/metrics")
+    assert reply.status_code == 200
+    remote = scrape(reply.text)
+
+    assert remote[("pipeserve_requests_total", (("err_no", "0"), ("service", "tag")))] == GOOD
+    assert remote[("pipeserve_requests_total", (("err_no", str(err_no)), ("service", "tag")))] == 1
+    assert remote[("pipeserve_op_errors_total", (("err_no", str(err_no)), ("op", "tag")))] == 1
+    assert remote[("pipeserve_op_batch_size_sum", (("op", "tag"),))] == GOOD + 1
+    batches = remote[("pipeserve_op_batch_size_count", (("op", "tag"),))]
+    assert batches == gateway[("pipeserve_op_batch_size_count", (("op", "tag"),))]
+    assert remote[("pipeserve_op_stage_duration_seconds_count", (("op", "tag"), ("stage", "prep"), ("where", "local")))] == batches
+    assert remote[("pipeserve_requests_in_flight", ())] == 0
+
+    where = ("where", f"remote:{endpoint}")
+    for stage in ("in", "prep", "out"):
+        assert gateway[("pipeserve_op_stage_duration_seconds_count", (("op", "tag"), ("stage", stage), where))] == batches
+    assert gateway[("pipeserve_op_duration_seconds_count", (("op", "tag"),))] == GOOD + 1
+    assert gateway[("pipeserve_requests_total", (("err_no", "0"), ("service", "t")))] == GOOD
+
+
+async def test_without_a_metrics_port_an_op_service_keeps_the_plain_handler(op_servers: list[OpServer]) -> None:
+    server = OpServer(TagOp(name="tag"), config_mod.load({"http_port": 0, **tag_config()}), Settings(host="127.0.0.1"))
+    await server.start()
+    op_servers.append(server)
+    assert type(server.handler) is service.OpHandler
+    assert server.metrics is None and server.metrics_port is None
+
+
+def test_the_opservice_command_serves_metrics_on_the_port_it_prints(tmp_path: Path) -> None:
+    (tmp_path / "tagops.py").write_text(OPS_MODULE)
+    (tmp_path / "config.yml").write_text("http_port: 0\nop:\n  tag:\n    class: tagops:TagOp\n")
+    proc = subprocess.Popen(
+        [sys.executable, "-u", "-m", "pipeserve.cli", "opservice", "--config", str(tmp_path / "config.yml"),
+         "--op", "tag", "--host", "127.0.0.1", "--port", "0", "--metrics-port", "0", "--grace", "1"],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=tmp_path,
+    )  # fmt: skip
+    try:
+        assert proc.stdout is not None
+        lines = []
+        for line in proc.stdout:  # the banner is printed once serving; the process ends on error
+            lines.append(line)
+            if match := BANNER.search(line):
+                break
+        else:
+            pytest.fail("no banner:\n" + "".join(lines))
+        reply = httpx.get(match.group(2), timeout=10)
+        assert reply.status_code == 200
+        names = {family.name for family in text_string_to_metric_families(reply.text)}
+        assert {"pipeserve_requests", "pipeserve_op_batch_size", "pipeserve_payload_reads"} <= names
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(15) == 0
