@@ -46,13 +46,13 @@ pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="SIGTERM and for
 
 
 class ServerProcess:
-    """``python <script>`` in ``cwd``, its output collected by a reader thread."""
+    """``python <script> [args]`` in ``cwd``, its output collected by a reader thread."""
 
-    def __init__(self, script: str, cwd: Path) -> None:
+    def __init__(self, script: str, cwd: Path, args: tuple[str, ...] = ()) -> None:
         self.lines: queue.Queue[str | None] = queue.Queue()
         self.output: list[str] = []
         self.proc = subprocess.Popen(
-            [sys.executable, "-u", script],
+            [sys.executable, "-u", script, *args],
             cwd=cwd,
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
@@ -174,6 +174,42 @@ def test_imdb_example_answers_expected_over_http_and_its_client_and_stops_on_sig
         assert server.terminate_and_wait() == 0, server.captured()
     finally:
         server.kill()
+
+
+IMDB_GRAPH = """\
+request: {class: "ops:ImdbRequestOp"}
+ops:
+  - {name: bow, class: "ops:BowOp"}
+  - {name: cnn, class: "ops:CnnOp"}
+  - {name: combine, class: "ops:CombineOp", inputs: [bow, cnn]}
+"""
+
+
+def test_imdb_example_served_by_pipeserve_gateway_from_a_graph_file_answers_like_server_py(imdb: Path):
+    """What a PipelineService's gateway runs: no server.py, the DAG in graph.yml."""
+    models = load_module(imdb / "models.py", "imdb_example_models")
+    (imdb / "graph.yml").write_text(IMDB_GRAPH)
+    server = ServerProcess("-m", imdb, ("pipeserve.cli", "gateway", "--config", "config.yml", "--graph", "graph.yml"))
+    try:
+        server.wait_for_banner()
+        reply = httpx.post(server.http_url, json={"key": ["words"], "value": [models.SAMPLE_WORDS]}, timeout=30)
+        assert reply.status_code == 200, reply.text
+        assert reply.json()["err_no"] == 0, reply.text
+        values = codec.values_from_response(codec.response_from_json(reply.content))
+        assert float(values["prediction"]) == pytest.approx(float(models.EXPECTED["prediction"]), abs=1e-6)
+        assert server.terminate_and_wait() == 0, server.captured()
+    finally:
+        server.kill()
+
+
+def test_pipeserve_gateway_names_the_key_of_a_bad_graph_file(imdb: Path):
+    (imdb / "graph.yml").write_text(IMDB_GRAPH.replace("inputs: [bow, cnn]", "inputs: [bow, cnm]"))
+    done = subprocess.run(
+        [sys.executable, "-m", "pipeserve.cli", "gateway", "--config", "config.yml", "--graph", "graph.yml"],
+        cwd=imdb, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert done.returncode == 2
+    assert done.stderr.strip() == "error: graph.yml: ops[2].inputs: unknown op 'cnm' (ops: bow, cnn, combine)"
 
 
 PID_PIPELINE = '''\
