@@ -6,9 +6,9 @@ import argparse
 import sys
 from types import ModuleType
 
-from pipeserve.commands import check, graph, opservice
+from pipeserve.commands import check, gateway, graph, opservice
 
-COMMANDS: tuple[ModuleType, ...] = (check, opservice, graph)
+COMMANDS: tuple[ModuleType, ...] = (check, gateway, opservice, graph)
 
 
 def main(argv: list[str] | None = None) -> int:
