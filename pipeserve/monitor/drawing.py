@@ -75,9 +75,12 @@ def layout(dag: shape_mod.DagShape, *, figures: bool = False) -> tuple[dict[str,
     """Boxes of every node, and the picture's width and height."""
     by_id = {node.id: node for node in dag.nodes}
     columns = layers(dag)
-    min_chars = 24 if figures else 8
     height = _BOX_H_FIGURES if figures else _BOX_H
-    widths = [max(max(len(by_id[n].label), min_chars) * _CHAR_W + 24 for n in column) for column in columns]
+
+    def min_chars(node_id: str) -> int:
+        return 26 if figures and by_id[node_id].kind == "op" else 8
+
+    widths = [max(max(len(by_id[n].label), min_chars(n)) * _CHAR_W + 24 for n in column) for column in columns]
     tallest = max(len(column) for column in columns) * (height + _GAP_Y) - _GAP_Y
     boxes: dict[str, Box] = {}
     x = float(_MARGIN)
@@ -130,7 +133,7 @@ def _node_svg(box: Box, figures: bool) -> str:
     ]
     if figures and node.kind == "op":
         parts.append(f'<text x="{cx:.1f}" y="{box.y + 20:.1f}">{escape(label)}</text>')
-        rows = (("qps", "p50", "p99"), ("queue", "errors"))
+        rows = (("p50", "p99"), ("qps", "queue", "errors"))
         for i, row in enumerate(rows):
             spans = " ".join(
                 f'{name} <tspan id={quoteattr(f"fig-{node.id}-{name}")}>–</tspan>' for name in row
