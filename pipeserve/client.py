@@ -12,6 +12,7 @@ from __future__ import annotations
 import concurrent.futures
 import http.client
 import itertools
+import sys
 import threading
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
@@ -19,7 +20,8 @@ from typing import Any
 import grpc
 
 from pipeserve import codec
-from pipeserve.pipeline import errors
+from pipeserve.pipeline import errors, observe
+from pipeserve.pipeline import profile as profile_mod
 from pipeserve.proto.pipeserve.v1 import pipeline_service_pb2 as pb
 from pipeserve.proto.pipeserve.v1 import pipeline_service_pb2_grpc as pb_grpc
 
@@ -31,11 +33,17 @@ class PredictResult(Mapping[str, Any]):
     ``res["ecode"]`` / ``res["err_msg"]`` as older seed code does.
     """
 
-    def __init__(self, err_no: int, err_msg: str, values: dict[str, Any]) -> None:
+    def __init__(
+        self, err_no: int, err_msg: str, values: dict[str, Any], timeline: list[observe.StageTiming] | None = None
+    ) -> None:
         self.err_no = err_no
         self.err_msg = err_msg
         self.outputs = values
         """The values by key (numpy arrays and strings)."""
+        self.timeline = timeline or []
+        """With ``predict(..., profile=True)``: the server's timeline of this request, every
+        stage of every op (op services' stages with ``where="remote:<endpoint>"``) and the
+        whole request (op ``DAG``, stage ``call``), in wall-clock nanoseconds."""
 
     def __getitem__(self, key: str) -> Any:
         if key in ("err_no", "ecode"):
@@ -126,10 +134,14 @@ class PipelineClient:
             fetch: keep only these keys of the answer (all when None).
             asyn: return a future whose ``result()`` is the PredictResult.
             batch: the arrays carry a leading batch dimension (one request, many rows).
-            profile: accepted for compatibility with the seeds' client.
+            profile: ask for the server's timeline of this request: it is printed to standard
+                output as a profile line (seed §6.3; the Analyst reads it) and returned in
+                ``PredictResult.timeline``. gRPC only; over HTTP the timeline stays empty.
             log_id: the caller's id for this request, found in every server log line about it.
         """
         request = codec.request_from_values(feed_dict, batch=batch, name=self.name, method=self.method, logid=log_id)
+        if profile:
+            request.profile = True
         if self.protocol == "http":
             if asyn:
                 return self._executor().submit(self._http_call, request, fetch)
@@ -210,7 +222,19 @@ def _result(response: pb.Response, fetch: Sequence[str] | None) -> PredictResult
     values = codec.values_from_response(response)
     if fetch is not None:
         values = {key: value for key, value in values.items() if key in fetch}
-    return PredictResult(response.err_no, response.err_msg, values)
+    if not response.timeline:
+        return PredictResult(response.err_no, response.err_msg, values)
+    timeline = [
+        observe.StageTiming(
+            span.op, span.stage, tuple(span.data_ids), tuple(span.log_ids), span.start_ns, span.end_ns, span.where
+        )
+        for span in response.timeline
+    ]
+    call = timeline[0]
+    data_id = call.data_ids[0] if call.data_ids else 0
+    log_id = call.log_ids[0] if call.log_ids else 0
+    sys.stdout.write(profile_mod.format_line(data_id, log_id, timeline) + "\n")
+    return PredictResult(response.err_no, response.err_msg, values, timeline)
 
 
 def _client_error(exc: grpc.RpcError) -> PredictResult:

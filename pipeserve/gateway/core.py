@@ -69,7 +69,10 @@ class Gateway:
             result = await self.run(request, request.name, request.method)
         except errors.PipelineError as error:
             return _error_response(error), error
-        return self.pack(result)
+        answer = self.pack(result)
+        if result.timeline is not None and request.profile:
+            add_timeline(answer[0], result.timeline)
+        return answer
 
     async def run(
         self, request: pb.Request | codec.RequestFields, name: str, method: str
@@ -94,7 +97,8 @@ class Gateway:
             values: Any = codec.values_from_fields(request)
         else:
             values, log_id = self._unpack(request, data_id, log_id)
-        return await self.executor.run(values, data_id, log_id, bool(request.batch))
+        profile = bool(getattr(request, "profile", False))  # the HTTP fast path's fields have none
+        return await self.executor.run(values, data_id, log_id, bool(request.batch), profile)
 
     def _unpack(self, request: pb.Request, data_id: int, log_id: int) -> tuple[Any, int]:
         try:
@@ -141,6 +145,15 @@ class Gateway:
             result.data_id, result.log_id, exc_info=exc,
         )
         return errors.to_err(exc, type(self.response_op).__name__)
+
+
+def add_timeline(response: pb.Response, timeline: list[Any]) -> None:
+    """Put a request's timeline (``observe.StageTiming``s) into its Response."""
+    for timing in timeline:
+        response.timeline.add(
+            op=timing.op, stage=timing.stage, start_ns=timing.start_ns, end_ns=timing.end_ns,
+            where=timing.where, data_ids=timing.data_ids, log_ids=timing.log_ids,
+        )  # fmt: skip
 
 
 def _error_response(error: errors.PipelineError) -> pb.Response:

@@ -96,7 +96,7 @@ class PipelineServer:
     def run_server(self) -> None:
         """Serve until SIGINT or SIGTERM, then drain and stop."""
         config, graph = self.config, self.graph
-        logs.setup(config.log_dir)
+        logs.setup(config.log_dir, config.log)
         if config.build_dag_each_worker and config.worker_num > 1:
             _WorkerProcesses(graph, config).run()
             return
@@ -107,7 +107,7 @@ class PipelineServer:
     async def start(self) -> Endpoints:
         """Start serving in the running event loop (one DAG, ports from the config)."""
         config, graph = self.config, self.graph
-        logs.setup(config.log_dir)
+        logs.setup(config.log_dir, config.log)
         self._serving = _Serving(graph, config)
         self._serving.executor.fork_workers()
         return await self._serving.start(config.http_port, config.rpc_port, reuse_port=False)

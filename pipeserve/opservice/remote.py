@@ -90,10 +90,16 @@ class RemoteWorkers:
             )
             self._channels.append((endpoint, channel, call))
 
-    async def run(self, samples: list[stages.Sample], timeout_s: float | None) -> list[stages.Outcome]:
-        """Send the batch to the next endpoint; return one outcome per sample."""
+    async def run(
+        self, samples: list[stages.Sample], timeout_s: float | None, times: stages.StageTimes | None = None
+    ) -> list[stages.Outcome]:
+        """Send the batch to the next endpoint; return one outcome per sample.
+
+        With ``times``, the service is asked for its stages, which are appended with
+        ``where`` = ``"remote:<endpoint>"``.
+        """
         outcomes: list[stages.Outcome] = [None] * len(samples)
-        batch = pb.OpBatch(op=self.op_name)
+        batch = pb.OpBatch(op=self.op_name, timed=times is not None)
         sent: list[int] = []
         for i, sample in enumerate(samples):
             try:
@@ -117,6 +123,9 @@ class RemoteWorkers:
             )
         for i, result in zip(sent, reply.results):
             outcomes[i] = self._outcome(endpoint, result, samples[i].payload is not None)
+        if times is not None:
+            where = f"remote:{endpoint}"
+            times.extend((span.stage, span.start_ns, span.end_ns, where) for span in reply.stages)
         return outcomes
 
     def _pick(self) -> tuple[str, Any]:

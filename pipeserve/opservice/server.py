@@ -233,7 +233,7 @@ def run(config_path: str, op_name: str, settings: Settings, class_path: str | No
     except (errors.ConfigError, errors.DagError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    logs.setup(os.path.join(config.log_dir, op_name))
+    logs.setup(os.path.join(config.log_dir, op_name), config.log)
     server.fork_workers()
     try:
         _run_loop(server.serve_until_signal())

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Coroutine
 from typing import Any
 
@@ -51,7 +52,13 @@ class OpHandler:
         """False until every worker's init_op finished, and again once draining starts."""
 
     async def process(self, raw: bytes, context: grpc.aio.ServicerContext) -> bytes:
-        """Handle one serialized OpBatch; return the serialized ResultBatch."""
+        """Handle one serialized OpBatch; return the serialized ResultBatch.
+
+        When the batch is ``timed``, the reply carries the stages run here: ``in`` from the
+        call's arrival to preprocess, ``prep``/``midp``/``postp``, and ``out`` until the
+        reply is encoded.
+        """
+        received = time.time_ns()
         if not self.accepting:
             await context.abort(
                 grpc.StatusCode.UNAVAILABLE, f"op service '{self.op_name}' is not serving (starting or draining)"
@@ -83,8 +90,10 @@ class OpHandler:
             assert isinstance(dicts, dict)
             samples.append(stages.Sample(dicts, sample.data_id, sample.log_id, sample.batch))
             positions.append(i)
+        times: stages.StageTimes | None = [] if batch.timed else None
+        handed = time.time_ns()
         if samples:
-            outcomes = await self._run(samples, context)
+            outcomes = await self._run(samples, context, times)
             spills = {}
             for i, outcome in zip(positions, outcomes):
                 spill = self._set_outcome(results[i], outcome, batch.samples[i], context)
@@ -93,12 +102,18 @@ class OpHandler:
             if spills:
                 await self._write_payloads(results, spills, batch)
             self._fit(results)
+        if times is not None:
+            _add_stages(reply, received, handed, times)
         data: bytes = reply.SerializeToString()
         return data
 
-    async def _run(self, samples: list[stages.Sample], context: grpc.aio.ServicerContext) -> list[stages.Outcome]:
+    async def _run(
+        self, samples: list[stages.Sample], context: grpc.aio.ServicerContext, times: stages.StageTimes | None
+    ) -> list[stages.Outcome]:
         try:
-            return await self.workers.run(samples, context.time_remaining())
+            if times is None:
+                return await self.workers.run(samples, context.time_remaining())
+            return await self.workers.run(samples, context.time_remaining(), times)
         except asyncio.TimeoutError:
             await context.abort(grpc.StatusCode.DEADLINE_EXCEEDED, f"op '{self.op_name}' ran past the call's deadline")
             raise  # unreachable: abort raises
@@ -189,6 +204,16 @@ def _expired(context: grpc.aio.ServicerContext) -> bool:
     """The caller has gone: writing its outputs to the store would only leave them behind."""
     remaining = context.time_remaining()
     return remaining is not None and remaining <= 0
+
+
+def _add_stages(reply: pb.ResultBatch, received: int, handed: int, times: stages.StageTimes) -> None:
+    """Fill the reply's stages: in, what the workers ran, out (up to now)."""
+    first = times[0][1] if times else handed
+    last = times[-1][2] if times else handed
+    spans = [("in", received, max(received, first)), *((st, a, b) for st, a, b, _ in times)]
+    spans.append(("out", last, max(last, time.time_ns())))
+    for stage, start, end in spans:
+        reply.stages.add(stage=stage, start_ns=start, end_ns=end)
 
 
 def _set_error(result: pb.Result, error: errors.PipelineError) -> None:

@@ -30,6 +30,8 @@ class ChannelData:
     error: errors.PipelineError | None = None
     last_op: str = ""
     """Name of the op that produced the result (or the error)."""
+    timeline: list[Any] | None = None
+    """Every ``observe.StageTiming`` of the request, when it was profiled."""
 
     @property
     def error_code(self) -> int:

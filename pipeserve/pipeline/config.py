@@ -21,7 +21,7 @@ from typing import Any, Literal
 import yaml
 
 from pipeserve.pipeline import config_parse as parse
-from pipeserve.pipeline import errors
+from pipeserve.pipeline import errors, logs
 
 
 class DeviceType(enum.IntEnum):
@@ -154,6 +154,8 @@ class ServerConfig:
     max_in_flight: int = 1024
     """Most requests inside one DAG at once when neither channel_size nor worker_num bounds it."""
     log_dir: str = "PipelineServingLogs"
+    log: logs.LogConfig = dataclasses.field(default_factory=logs.LogConfig)
+    """Level of pipeline.log and rotation of each log file. YAML: ``log``."""
     metrics: bool = False
     """Count requests, op stages, batches and queues: Prometheus ``/metrics``, ``/status.json``
     and the status page at ``/`` on the HTTP port. Off: the engine does no work for them."""
@@ -394,6 +396,7 @@ _SERVER_KEYS: dict[str, parse.Field] = {
     "max_request_bytes": parse.Field("max_request_bytes", parse.integer(1024)),
     "max_in_flight": parse.Field("max_in_flight", parse.integer(1)),
     "log_dir": parse.Field("log_dir", parse.string),
+    "log": parse.Field("log", logs.read_config),
     "metrics": parse.Field("metrics", parse.boolean),
     "host": parse.Field("host", parse.string),
     "dag": parse.Field("dag", lambda v, w: DagConfig(**parse.fields(v, w, _DAG_KEYS))),

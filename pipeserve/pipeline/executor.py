@@ -21,12 +21,16 @@ import time
 from collections.abc import Coroutine
 from typing import Any
 
-from pipeserve.pipeline import batching, channel, dag, errors, observe, stages, workers
+from pipeserve.pipeline import batching, channel, dag, errors, logs, observe, profile, stages, tracer, workers
 from pipeserve.pipeline import config as config_mod
 from pipeserve.pipeline import op as op_mod
 from pipeserve.payload.refs import contains_refs
 
 _LOGGER = logging.getLogger("pipeserve.executor")
+
+CALL_OP = "DAG"
+CALL_STAGE = "call"
+"""A timeline's whole-request span: op ``DAG``, stage ``call`` (as the seeds' profile names it)."""
 
 
 class DagExecutor:
@@ -73,6 +77,14 @@ class DagExecutor:
         self._payload_prefix = f"{secrets.token_hex(4)}-"  # data_ids are unique per process only
         self.observers = observe.Observers()
         """Who hears of stages, batches, requests and op errors (nobody by default)."""
+        self.use_profile = config.dag.use_profile
+        """Every request keeps its timeline (seed §6.2), for :attr:`profile_sink`."""
+        self.profile_sink: Any = None
+        """Called with each finished request's ChannelData when ``use_profile`` is on."""
+        self.timed_requests = 0
+        """Requests in the DAG now that keep a timeline; while any does, ops time their stages."""
+        self.tracer: tracer.Tracer | None = None
+        """The tracer, while ``dag.tracer.interval_s`` is set and the executor runs."""
         self.ready = False
 
     # Life cycle ----------------------------------------------------------------------------
@@ -93,7 +105,19 @@ class DagExecutor:
         for node in self.nodes.values():
             if node.queue is not None:
                 self._tasks.add(asyncio.create_task(node.batch_loop(), name=f"batcher-{node.name}"))
+        self._start_observing()
         self.ready = True
+
+    def _start_observing(self) -> None:
+        """Register what config.yml asks for: the tracer, the profile, DEBUG request lines."""
+        self.tracer = tracer.for_executor(self)
+        if self.tracer is not None:
+            self.observers.add(self.tracer)
+            self._tasks.add(asyncio.create_task(self.tracer.run(), name="tracer"))
+        if self.use_profile and self.profile_sink is None:
+            self.profile_sink = profile.ProfileSink(self.config.log_dir)
+        if self.config.log.level == "DEBUG":
+            self.observers.add(logs.RequestLog())
 
     async def close(self) -> None:
         """Stop the batchers and the workers."""
@@ -101,6 +125,9 @@ class DagExecutor:
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self.tracer is not None:
+            self.tracer.flush()  # the last, partial interval
+            self.observers.remove(self.tracer)
         await asyncio.gather(*(node.workers.close() for node in self.nodes.values()))
         await asyncio.gather(*self._background, return_exceptions=True)
         if self.payload_store is not None:
@@ -125,8 +152,43 @@ class DagExecutor:
         """A data_id unique in this server (across its worker processes too)."""
         return next(self._ids)
 
-    async def run(self, values: Any, data_id: int, log_id: int, batch: bool = False) -> channel.ChannelData:
-        """Run one request whose RequestOp output is ``values``; errors come back in the result."""
+    async def run(
+        self, values: Any, data_id: int, log_id: int, batch: bool = False, profile: bool = False
+    ) -> channel.ChannelData:
+        """Run one request whose RequestOp output is ``values``; errors come back in the result.
+
+        With ``profile`` (or ``dag.use_profile``), the result carries the request's timeline:
+        every stage of every op it went through, and its ``call`` span.
+        """
+        if profile or self.use_profile or self.observers.active:
+            return await self._run_observed(values, data_id, log_id, batch, profile or self.use_profile)
+        return await self._run(values, data_id, log_id, batch, None)
+
+    async def _run_observed(
+        self, values: Any, data_id: int, log_id: int, batch: bool, keep_timeline: bool
+    ) -> channel.ChannelData:
+        timeline: list[observe.StageTiming] | None = [] if keep_timeline else None
+        start_ns = time.time_ns()
+        if timeline is not None:
+            self.timed_requests += 1
+        try:
+            result = await self._run(values, data_id, log_id, batch, timeline)
+        finally:
+            if timeline is not None:
+                self.timed_requests -= 1
+        end_ns = time.time_ns()
+        if self.observers.active:
+            self.observers.on_request(self.config.name or "", result.error_code, start_ns, end_ns)
+        if timeline is not None:
+            call = observe.StageTiming(CALL_OP, CALL_STAGE, (data_id,), (log_id,), start_ns, end_ns)
+            result.timeline = [call, *timeline]
+            if self.use_profile and self.profile_sink is not None:
+                self.profile_sink(result)
+        return result
+
+    async def _run(
+        self, values: Any, data_id: int, log_id: int, batch: bool, timeline: list[observe.StageTiming] | None
+    ) -> channel.ChannelData:
         started = time.monotonic()
         timeout_s = self._timeout_s
         try:
@@ -134,6 +196,7 @@ class DagExecutor:
         except errors.PipelineError as error:
             return channel.ChannelData(data_id, log_id, {}, error, dag.REQUEST)
         ctx = _Request(self, data_id, log_id, batch)
+        ctx.timeline = timeline
         timer = None
         if timeout_s is not None:
             remaining = max(0.0, timeout_s - (time.monotonic() - started))
@@ -214,7 +277,9 @@ class DagExecutor:
 class _Request:
     """The state of one request inside the DAG."""
 
-    __slots__ = ("executor", "data_id", "log_id", "batch", "outputs", "waiting", "future", "done", "payload")
+    __slots__ = (
+        "executor", "data_id", "log_id", "batch", "outputs", "waiting", "future", "done", "payload", "timeline",
+    )  # fmt: skip
 
     def __init__(self, executor: DagExecutor, data_id: int, log_id: int, batch: bool) -> None:
         self.executor = executor
@@ -227,6 +292,8 @@ class _Request:
         self.done = False
         self.payload: Any = None
         """The request's place in the payload store, once a value went to an op service."""
+        self.timeline: list[observe.StageTiming] | None = None
+        """The stages the request went through, when it keeps its timeline."""
 
     def finish(self, result: channel.ChannelData) -> None:
         if not self.done:
@@ -306,6 +373,9 @@ class _Node:
     def submit(self, ctx: _Request) -> None:
         outputs = ctx.outputs
         sample = stages.Sample({name: outputs[name] for name in self.inputs}, ctx.data_id, ctx.log_id, ctx.batch)
+        executor = self.executor
+        if executor.observers.active or executor.timed_requests:
+            sample.queued_ns = time.time_ns()
         if self.remote:
             if self.executor.payload_store is not None:
                 sample.payload = self.executor.request_payload(ctx)
@@ -326,6 +396,10 @@ class _Node:
     def _run(self, ctx: _Request, sample: stages.Sample) -> None:
         if self.fast:
             assert isinstance(self.workers, workers.InlineWorkers)
+            executor = self.executor
+            if executor.observers.active or executor.timed_requests:
+                self._run_fast_timed(ctx, sample)
+                return
             self.complete(ctx, self.workers.runner.run([sample])[0])
             return
         queue = self.queue
@@ -333,6 +407,53 @@ class _Node:
         if len(queue) >= self._purge_at:
             queue.purge()  # requests that ended while queued: keep the queue bounded
         queue.put((ctx, sample))
+
+    def _run_fast_timed(self, ctx: _Request, sample: stages.Sample) -> None:
+        assert isinstance(self.workers, workers.InlineWorkers)
+        times: stages.StageTimes = []
+        handed = time.time_ns()
+        outcomes = self.workers.runner.run([sample], times)
+        self.observe([ctx], [sample], times, handed, time.time_ns(), outcomes)
+        self.complete(ctx, outcomes[0])
+
+    def observe(
+        self,
+        ctxs: list[_Request],
+        samples: list[stages.Sample],
+        times: stages.StageTimes,
+        handed_ns: int,
+        returned_ns: int,
+        outcomes: list[Any],
+    ) -> None:
+        """Report one run of the op over ``samples`` to the observers and the timelines.
+
+        ``in`` runs from the earliest sample's arrival to the first local stage (to the
+        hand-over when the op ran elsewhere), ``out`` from the last local stage (or the
+        answer's arrival) to now, when the outputs are passed on.
+        """
+        name = self.name
+        now = time.time_ns()
+        data_ids = tuple(s.data_id for s in samples)
+        log_ids = tuple(s.log_id for s in samples)
+        queued = min(s.queued_ns or handed_ns for s in samples)
+        local_first = bool(times) and times[0][3] == ""
+        in_end = times[0][1] if local_first else handed_ns
+        local_last = bool(times) and times[-1][3] == ""
+        out_start = min(times[-1][2] if local_last else returned_ns, now)
+        timings = [observe.StageTiming(name, "in", data_ids, log_ids, queued, max(queued, in_end))]
+        timings.extend(observe.StageTiming(name, st, data_ids, log_ids, a, b, where) for st, a, b, where in times)
+        timings.append(observe.StageTiming(name, "out", data_ids, log_ids, out_start, now))
+        observers = self.executor.observers
+        if observers.active:
+            for timing in timings:
+                observers.on_stage(timing)
+            observers.on_batch(name, len(samples))
+            for outcome in outcomes:
+                if isinstance(outcome, errors.PipelineError):
+                    observers.on_op_error(name, outcome.code)
+        for ctx in ctxs:
+            if ctx.timeline is not None:
+                ctx.timeline.extend(timings)
 
     def complete(self, ctx: _Request, outcome: Any) -> None:
         if ctx.done:
@@ -359,10 +480,18 @@ class _Node:
             task.add_done_callback(self._running.discard)
 
     async def _run_batch(self, items: list[tuple[_Request, stages.Sample]], slots: asyncio.Semaphore) -> None:
+        samples = [sample for _, sample in items]
+        executor = self.executor
+        times: stages.StageTimes | None = None
+        if executor.observers.active or executor.timed_requests:
+            times = []
+            handed = time.time_ns()
         try:
-            outcomes = await self._attempts([sample for _, sample in items])
+            outcomes = await self._attempts(samples, times)
         finally:
             slots.release()
+        if times is not None:
+            self.observe([ctx for ctx, _ in items], samples, times, handed, time.time_ns(), outcomes)
         for (ctx, _), outcome in zip(items, outcomes):
             if ctx.done and ctx.payload is not None:
                 # The request ended while its batch ran: what the op service stored for it
@@ -370,12 +499,16 @@ class _Node:
                 self.executor.spawn(self.executor.drop_payloads(ctx))
             self.complete(ctx, outcome)
 
-    async def _attempts(self, samples: list[stages.Sample]) -> list[Any]:
+    async def _attempts(self, samples: list[stages.Sample], times: stages.StageTimes | None = None) -> list[Any]:
         retry = self.config.retry
         last: errors.PipelineError | None = None
         for attempt in range(1, retry + 1):
+            if times:
+                times.clear()  # only the last attempt's stages count
             try:
-                return await self.workers.run(samples, self.timeout_s)
+                if times is None:
+                    return await self.workers.run(samples, self.timeout_s)
+                return await self.workers.run(samples, self.timeout_s, times)
             except asyncio.TimeoutError:
                 last = None
                 _LOGGER.warning(

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import time
 from typing import Any
 
 import numpy as np
@@ -21,6 +22,10 @@ _LOGGER = logging.getLogger("pipeserve.op")
 
 Outcome = Any
 """An op's output for one sample, or the PipelineError that ended it."""
+
+StageTimes = list[tuple[str, int, int, str]]
+"""Where a run records its stages when asked: ``(stage, start_ns, end_ns, where)`` each,
+in the order they ran; ``where`` is ``""`` here and ``"remote:<endpoint>"`` in an op service."""
 
 
 @dataclasses.dataclass(slots=True)
@@ -35,6 +40,9 @@ class Sample:
     payload: Any = None
     """Where the sample's large values go on their way to an op service
     (``opservice.payloads.RequestPayload``); None sends them inline."""
+    queued_ns: int = 0
+    """``time.time_ns()`` when the sample was handed to its op; set only while someone
+    observes the engine (the start of its ``in`` stage)."""
 
 
 class StageRunner:
@@ -47,10 +55,18 @@ class StageRunner:
         self._long_post = op_mod.hook_form(op.postprocess, 2) == "long"
         self._has_process = op_mod.overrides(op, "process")
 
-    def run(self, samples: list[Sample]) -> list[Outcome]:
-        """Run the three stages over ``samples`` and return one outcome per sample."""
+    def run(self, samples: list[Sample], times: StageTimes | None = None) -> list[Outcome]:
+        """Run the three stages over ``samples`` and return one outcome per sample.
+
+        With ``times``, the ``prep``, ``midp`` and ``postp`` stages of the batch are
+        appended to it (``midp`` even when every sample skipped process, as an empty span).
+        """
         if len(samples) == 1:
-            return [self._run_one(samples[0])]
+            if times is None:
+                return [self._run_one(samples[0])]
+            return [self._run_one_timed(samples[0], times)]
+        clock = time.time_ns if times is not None else None
+        started = clock() if clock else 0
         outcomes: list[Outcome] = [None] * len(samples)
         fetches: dict[int, Any] = {}
         batched: list[tuple[int, dict[str, Any]]] = []
@@ -69,6 +85,10 @@ class StageRunner:
                 batched.append((i, feed))
             else:
                 outcomes[i] = self._bad_feed(feed)
+        if clock:
+            prepped = clock()
+            assert times is not None
+            times.append(("prep", started, prepped, ""))
         if batched:
             self._process_into(fetches, outcomes, samples, batched)
         for i, chunks in chunked:
@@ -76,12 +96,53 @@ class StageRunner:
                 fetches[i] = self._process_chunks(samples[i], chunks)
             except Exception as exc:  # noqa: BLE001
                 outcomes[i] = self._fail(exc, "process", [samples[i]])
+        if clock:
+            processed = clock()
+            assert times is not None
+            times.append(("midp", prepped, processed, ""))
         for i, fetch in fetches.items():
             try:
                 outcomes[i] = self._postprocess(samples[i], fetch)
             except Exception as exc:  # noqa: BLE001
                 outcomes[i] = self._fail(exc, "postprocess", [samples[i]])
+        if clock:
+            assert times is not None
+            times.append(("postp", processed, clock(), ""))
         return outcomes
+
+    def _run_one_timed(self, sample: Sample, times: StageTimes) -> Outcome:
+        """:meth:`_run_one` recording its stages; a stage that failed ends the record."""
+        clock = time.time_ns
+        started = clock()
+        try:
+            fetch, skip = self._preprocess(sample)
+        except Exception as exc:  # noqa: BLE001 - user code
+            times.append(("prep", started, clock(), ""))
+            return self._fail(exc, "preprocess", [sample])
+        prepped = clock()
+        times.append(("prep", started, prepped, ""))
+        if not skip and self._has_process:
+            if not isinstance(fetch, (dict, list)):
+                return self._bad_feed(fetch)
+            try:
+                fetch = self._process_one(sample, fetch)
+            except Exception as exc:  # noqa: BLE001
+                times.append(("midp", prepped, clock(), ""))
+                return self._fail(exc, "process", [sample])
+        processed = clock()
+        times.append(("midp", prepped, processed, ""))
+        try:
+            outcome = self._postprocess(sample, fetch)
+        except Exception as exc:  # noqa: BLE001
+            outcome = self._fail(exc, "postprocess", [sample])
+        times.append(("postp", processed, clock(), ""))
+        return outcome
+
+    def _process_one(self, sample: Sample, fetch: dict[str, Any] | list[Any]) -> Any:
+        if isinstance(fetch, dict):
+            result = self.op.process([fetch], sample.log_id)
+            return split_batch(self.name, result, [fetch], [sample.batch])[0]
+        return self._process_chunks(sample, fetch)
 
     def _run_one(self, sample: Sample) -> Outcome:
         """:meth:`run` for a single sample (as inline ops get), without the batch bookkeeping."""

@@ -43,7 +43,11 @@ class Workers(Protocol):
 
     async def start(self) -> None: ...
 
-    async def run(self, samples: list[stages.Sample], timeout_s: float | None) -> list[stages.Outcome]: ...
+    async def run(
+        self, samples: list[stages.Sample], timeout_s: float | None, times: stages.StageTimes | None = None
+    ) -> list[stages.Outcome]:
+        """Run one batch; with ``times``, append the stages it ran (``stages.StageTimes``)."""
+        ...
 
     async def close(self) -> None: ...
 
@@ -60,8 +64,10 @@ class InlineWorkers:
     async def start(self) -> None:
         await asyncio.to_thread(model_runtime.init_op, self.op)
 
-    async def run(self, samples: list[stages.Sample], timeout_s: float | None) -> list[stages.Outcome]:
-        return self.runner.run(samples)
+    async def run(
+        self, samples: list[stages.Sample], timeout_s: float | None, times: stages.StageTimes | None = None
+    ) -> list[stages.Outcome]:
+        return self.runner.run(samples, times)
 
     async def close(self) -> None:
         return None
@@ -82,17 +88,21 @@ class ThreadWorkers:
         self._free = asyncio.Semaphore(self.in_flight)
         await asyncio.get_running_loop().run_in_executor(self._pool, model_runtime.init_op, self.op)
 
-    async def run(self, samples: list[stages.Sample], timeout_s: float | None) -> list[stages.Outcome]:
+    async def run(
+        self, samples: list[stages.Sample], timeout_s: float | None, times: stages.StageTimes | None = None
+    ) -> list[stages.Outcome]:
         free = self._free
         assert free is not None, "start() first"
         await free.acquire()
         started: list[float] = []
-        done = self._pool.submit(self._run_timed, samples, started)
+        done = self._pool.submit(self._run_timed, samples, started, times)
         return await _await_worker(done, timeout_s, free.release, started)
 
-    def _run_timed(self, samples: list[stages.Sample], started: list[float]) -> list[stages.Outcome]:
+    def _run_timed(
+        self, samples: list[stages.Sample], started: list[float], times: stages.StageTimes | None
+    ) -> list[stages.Outcome]:
         started.append(time.monotonic())
-        return self.runner.run(samples)
+        return self.runner.run(samples, times)
 
     async def close(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)
@@ -142,7 +152,9 @@ class ProcessWorkers:
         for handle in await asyncio.gather(*readies):
             self._idle.put_nowait(handle)
 
-    async def run(self, samples: list[stages.Sample], timeout_s: float | None) -> list[stages.Outcome]:
+    async def run(
+        self, samples: list[stages.Sample], timeout_s: float | None, times: stages.StageTimes | None = None
+    ) -> list[stages.Outcome]:
         idle = self._idle
         assert idle is not None, "start() first"
         if not any(handle.alive for handle in self._procs):
@@ -153,7 +165,7 @@ class ProcessWorkers:
             if handle.alive:
                 idle.put_nowait(handle)
 
-        done = self._pool.submit(handle.call, samples)
+        done = self._pool.submit(handle.call, samples, times)
         return await _await_worker(done, timeout_s, give_back)
 
     async def close(self) -> None:
@@ -184,9 +196,12 @@ class _ProcessHandle:
             )
         return self
 
-    def call(self, samples: list[stages.Sample]) -> list[stages.Outcome]:
-        self.conn.send(samples)
-        outcomes: list[stages.Outcome] = self._recv()
+    def call(self, samples: list[stages.Sample], times: stages.StageTimes | None = None) -> list[stages.Outcome]:
+        self.conn.send((samples, times is not None))
+        outcomes: list[stages.Outcome]
+        outcomes, ran = self._recv()
+        if times is not None and ran:
+            times.extend(ran)
         return outcomes
 
     def stop(self) -> None:
@@ -232,12 +247,14 @@ def _process_main(
     conn.send(("ready", None))
     while True:
         try:
-            samples = conn.recv()
+            call = conn.recv()
         except (EOFError, OSError, KeyboardInterrupt):
             return
-        if samples is None:
+        if call is None:
             return
-        conn.send(runner.run(samples))
+        samples, timed = call
+        times: stages.StageTimes | None = [] if timed else None
+        conn.send((runner.run(samples, times), times))
 
 
 async def _await_worker(

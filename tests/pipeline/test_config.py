@@ -392,8 +392,8 @@ def test_an_unknown_top_level_key_without_a_close_match_lists_the_allowed_keys()
         config.load({"http_port": 0, "zzz": 1})
 
     assert str(info.value) == (
-        "<dict>: zzz: unknown key (allowed: build_dag_each_worker, dag, host, http_port, log_dir, "
-        "max_in_flight, max_request_bytes, method, name, op, payload, rpc_port, worker_num), got 1"
+        "<dict>: zzz: unknown key (allowed: build_dag_each_worker, dag, host, http_port, log, log_dir, "
+        "max_in_flight, max_request_bytes, method, metrics, name, op, payload, rpc_port, worker_num), got 1"
     )
 
 

@@ -74,12 +74,14 @@ class Sample(_message.Message):
     def __init__(self, input_dicts: _Optional[_Union[ValueMap, _Mapping]] = ..., data_id: _Optional[int] = ..., log_id: _Optional[int] = ..., batch: _Optional[bool] = ..., payload_prefix: _Optional[str] = ..., payload_set: _Optional[str] = ...) -> None: ...
 
 class OpBatch(_message.Message):
-    __slots__ = ("op", "samples")
+    __slots__ = ("op", "samples", "timed")
     OP_FIELD_NUMBER: _ClassVar[int]
     SAMPLES_FIELD_NUMBER: _ClassVar[int]
+    TIMED_FIELD_NUMBER: _ClassVar[int]
     op: str
     samples: _containers.RepeatedCompositeFieldContainer[Sample]
-    def __init__(self, op: _Optional[str] = ..., samples: _Optional[_Iterable[_Union[Sample, _Mapping]]] = ...) -> None: ...
+    timed: bool
+    def __init__(self, op: _Optional[str] = ..., samples: _Optional[_Iterable[_Union[Sample, _Mapping]]] = ..., timed: _Optional[bool] = ...) -> None: ...
 
 class Result(_message.Message):
     __slots__ = ("output", "err_no", "err_msg")
@@ -92,7 +94,9 @@ class Result(_message.Message):
     def __init__(self, output: _Optional[_Union[Value, _Mapping]] = ..., err_no: _Optional[int] = ..., err_msg: _Optional[str] = ...) -> None: ...
 
 class ResultBatch(_message.Message):
-    __slots__ = ("results",)
+    __slots__ = ("results", "stages")
     RESULTS_FIELD_NUMBER: _ClassVar[int]
+    STAGES_FIELD_NUMBER: _ClassVar[int]
     results: _containers.RepeatedCompositeFieldContainer[Result]
-    def __init__(self, results: _Optional[_Iterable[_Union[Result, _Mapping]]] = ...) -> None: ...
+    stages: _containers.RepeatedCompositeFieldContainer[_pipeline_service_pb2.StageSpan]
+    def __init__(self, results: _Optional[_Iterable[_Union[Result, _Mapping]]] = ..., stages: _Optional[_Iterable[_Union[_pipeline_service_pb2.StageSpan, _Mapping]]] = ...) -> None: ...

@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n#pipeserve/v1/pipeline_service.proto\x12\x0cpipeserve.v1\"8\n\x06Tensor\x12\r\n\x05\x64type\x18\x01 \x01(\t\x12\x11\n\x05shape\x18\x02 \x03(\x03\x42\x02\x10\x01\x12\x0c\n\x04\x64\x61ta\x18\x03 \x01(\x0c\"\xee\x01\n\x07Request\x12\x0b\n\x03key\x18\x01 \x03(\t\x12\r\n\x05value\x18\x02 \x03(\t\x12\x0c\n\x04name\x18\x03 \x01(\t\x12\x0e\n\x06method\x18\x04 \x01(\t\x12\r\n\x05logid\x18\x05 \x01(\x03\x12\x10\n\x08\x63lientip\x18\x06 \x01(\t\x12\x33\n\x07tensors\x18\x07 \x03(\x0b\x32\".pipeserve.v1.Request.TensorsEntry\x12\r\n\x05\x62\x61tch\x18\x08 \x01(\x08\x1a\x44\n\x0cTensorsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12#\n\x05value\x18\x02 \x01(\x0b\x32\x14.pipeserve.v1.Tensor:\x02\x38\x01\"\xc3\x01\n\x08Response\x12\x0e\n\x06\x65rr_no\x18\x01 \x01(\x05\x12\x0f\n\x07\x65rr_msg\x18\x02 \x01(\t\x12\x0b\n\x03key\x18\x03 \x03(\t\x12\r\n\x05value\x18\x04 \x03(\t\x12\x34\n\x07tensors\x18\x05 \x03(\x0b\x32#.pipeserve.v1.Response.TensorsEntry\x1a\x44\n\x0cTensorsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12#\n\x05value\x18\x02 \x01(\x0b\x32\x14.pipeserve.v1.Tensor:\x02\x38\x01\x32O\n\x0fPipelineService\x12<\n\tinference\x12\x15.pipeserve.v1.Request\x1a\x16.pipeserve.v1.Response\"\x00')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n#pipeserve/v1/pipeline_service.proto\x12\x0cpipeserve.v1\"8\n\x06Tensor\x12\r\n\x05\x64type\x18\x01 \x01(\t\x12\x11\n\x05shape\x18\x02 \x03(\x03\x42\x02\x10\x01\x12\x0c\n\x04\x64\x61ta\x18\x03 \x01(\x0c\"\xff\x01\n\x07Request\x12\x0b\n\x03key\x18\x01 \x03(\t\x12\r\n\x05value\x18\x02 \x03(\t\x12\x0c\n\x04name\x18\x03 \x01(\t\x12\x0e\n\x06method\x18\x04 \x01(\t\x12\r\n\x05logid\x18\x05 \x01(\x03\x12\x10\n\x08\x63lientip\x18\x06 \x01(\t\x12\x33\n\x07tensors\x18\x07 \x03(\x0b\x32\".pipeserve.v1.Request.TensorsEntry\x12\r\n\x05\x62\x61tch\x18\x08 \x01(\x08\x12\x0f\n\x07profile\x18\t \x01(\x08\x1a\x44\n\x0cTensorsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12#\n\x05value\x18\x02 \x01(\x0b\x32\x14.pipeserve.v1.Tensor:\x02\x38\x01\"\x82\x01\n\tStageSpan\x12\n\n\x02op\x18\x01 \x01(\t\x12\r\n\x05stage\x18\x02 \x01(\t\x12\x10\n\x08start_ns\x18\x03 \x01(\x03\x12\x0e\n\x06\x65nd_ns\x18\x04 \x01(\x03\x12\r\n\x05where\x18\x05 \x01(\t\x12\x14\n\x08\x64\x61ta_ids\x18\x06 \x03(\x04\x42\x02\x10\x01\x12\x13\n\x07log_ids\x18\x07 \x03(\x03\x42\x02\x10\x01\"\xee\x01\n\x08Response\x12\x0e\n\x06\x65rr_no\x18\x01 \x01(\x05\x12\x0f\n\x07\x65rr_msg\x18\x02 \x01(\t\x12\x0b\n\x03key\x18\x03 \x03(\t\x12\r\n\x05value\x18\x04 \x03(\t\x12\x34\n\x07tensors\x18\x05 \x03(\x0b\x32#.pipeserve.v1.Response.TensorsEntry\x12)\n\x08timeline\x18\x06 \x03(\x0b\x32\x17.pipeserve.v1.StageSpan\x1a\x44\n\x0cTensorsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12#\n\x05value\x18\x02 \x01(\x0b\x32\x14.pipeserve.v1.Tensor:\x02\x38\x01\x32O\n\x0fPipelineService\x12<\n\tinference\x12\x15.pipeserve.v1.Request\x1a\x16.pipeserve.v1.Response\"\x00')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -35,18 +35,24 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_TENSOR'].fields_by_name['shape']._serialized_options = b'\020\001'
   _globals['_REQUEST_TENSORSENTRY']._loaded_options = None
   _globals['_REQUEST_TENSORSENTRY']._serialized_options = b'8\001'
+  _globals['_STAGESPAN'].fields_by_name['data_ids']._loaded_options = None
+  _globals['_STAGESPAN'].fields_by_name['data_ids']._serialized_options = b'\020\001'
+  _globals['_STAGESPAN'].fields_by_name['log_ids']._loaded_options = None
+  _globals['_STAGESPAN'].fields_by_name['log_ids']._serialized_options = b'\020\001'
   _globals['_RESPONSE_TENSORSENTRY']._loaded_options = None
   _globals['_RESPONSE_TENSORSENTRY']._serialized_options = b'8\001'
   _globals['_TENSOR']._serialized_start=53
   _globals['_TENSOR']._serialized_end=109
   _globals['_REQUEST']._serialized_start=112
-  _globals['_REQUEST']._serialized_end=350
-  _globals['_REQUEST_TENSORSENTRY']._serialized_start=282
-  _globals['_REQUEST_TENSORSENTRY']._serialized_end=350
-  _globals['_RESPONSE']._serialized_start=353
-  _globals['_RESPONSE']._serialized_end=548
-  _globals['_RESPONSE_TENSORSENTRY']._serialized_start=282
-  _globals['_RESPONSE_TENSORSENTRY']._serialized_end=350
-  _globals['_PIPELINESERVICE']._serialized_start=550
-  _globals['_PIPELINESERVICE']._serialized_end=629
+  _globals['_REQUEST']._serialized_end=367
+  _globals['_REQUEST_TENSORSENTRY']._serialized_start=299
+  _globals['_REQUEST_TENSORSENTRY']._serialized_end=367
+  _globals['_STAGESPAN']._serialized_start=370
+  _globals['_STAGESPAN']._serialized_end=500
+  _globals['_RESPONSE']._serialized_start=503
+  _globals['_RESPONSE']._serialized_end=741
+  _globals['_RESPONSE_TENSORSENTRY']._serialized_start=299
+  _globals['_RESPONSE_TENSORSENTRY']._serialized_end=367
+  _globals['_PIPELINESERVICE']._serialized_start=743
+  _globals['_PIPELINESERVICE']._serialized_end=822
 # @@protoc_insertion_point(module_scope)
