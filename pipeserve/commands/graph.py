@@ -7,16 +7,16 @@ import os
 import sys
 
 NAME = "graph"
-HELP = "draw a pipeline's DAG (from a PipelineService resource, or a config.yml with --dag)"
+HELP = "draw a pipeline's DAG (from a PipelineService, a graph.yml, or a config.yml with --dag)"
 
 _FORMATS = ("svg", "dot", "png", "pdf")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("file", help="a pipelineservice.yaml, or a config.yml (then --dag is required)")
+    parser.add_argument("file", help="a pipelineservice.yaml, a graph.yml, or a config.yml (then --dag is required)")
     parser.add_argument("-o", "--output", default="dag.svg", help="where to write the picture (default dag.svg; - for stdout)")
     parser.add_argument(
-        "--dag", help="for a config.yml: the Python object that holds the DAG, as server.py:response_op or module:name"
+        "--dag", help="for a config.yml: its graph.yml, or the Python object that holds the DAG (server.py:response_op, module:name)"
     )
     parser.add_argument(
         "--format", choices=_FORMATS, help="svg, dot, png or pdf (default: from the output's extension, else svg)"

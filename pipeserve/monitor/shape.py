@@ -1,9 +1,10 @@
 """The shape of a DAG, as a picture needs it: which ops there are and which reads which.
 
-A DAG is described in three places, and each has a reader here: a checked
+A DAG is described in four places, and each has a reader here: a checked
 :class:`~pipeserve.pipeline.dag.Graph` (the running server's), the Python code that builds
-one next to a config.yml (config.yml alone lists ops, not edges), and a ``PipelineService``
-resource (``spec.ops[].name`` and ``inputs``). Every edge is checked the same way, by
+one next to a config.yml (config.yml alone lists ops, not edges), a graph.yml (what
+``pipeserve gateway`` runs), and a ``PipelineService`` resource (``spec.ops[].name`` and
+``inputs``; graph.yml has the same shape without the ``spec``). Every edge is checked the same way, by
 :func:`pipeserve.pipeline.dag.check_edges`, so a picture never shows a DAG that would not run.
 """
 
@@ -105,13 +106,25 @@ def from_pipelineservice(document: Mapping[str, Any], source: str) -> DagShape:
     spec = document.get("spec")
     if not isinstance(spec, Mapping):
         raise errors.ConfigError(f"{source}: spec: must be a mapping with ops, got {spec!r}")
+    return from_spec(spec, source, "spec.")
+
+
+def from_spec(
+    spec: Mapping[str, Any], source: str, prefix: str = "", remote_ops: frozenset[str] = frozenset()
+) -> DagShape:
+    """The shape of ``{ops: [{name, inputs}], response: {inputs}}``: a graph.yml, or a spec.
+
+    Args:
+        prefix: How field paths start in messages (``spec.`` for a PipelineService).
+        remote_ops: Ops to draw as remote besides those whose entry says so.
+    """
     ops = spec.get("ops")
     if not isinstance(ops, list) or not ops:
-        raise errors.ConfigError(f"{source}: spec.ops: must be a non-empty list of ops, got {ops!r}")
+        raise errors.ConfigError(f"{source}: {prefix}ops: must be a non-empty list of ops, got {ops!r}")
     inputs: dict[str, list[str]] = {}
-    remote = set()
+    remote = set(remote_ops)
     for i, entry in enumerate(ops):
-        where = f"{source}: spec.ops[{i}]"
+        where = f"{source}: {prefix}ops[{i}]"
         name = entry.get("name") if isinstance(entry, Mapping) else None
         if not isinstance(name, str) or not name:
             raise errors.ConfigError(f"{where}.name: must be a non-empty string, got {name!r}")
@@ -145,7 +158,7 @@ def from_config(path: str | os.PathLike[str], dag_ref: str) -> DagShape:
     ``input_ops``. ``dag_ref`` names that code's result: ``server.py:response_op`` (a
     file beside the config, run without its ``__main__`` block) or
     ``module:response_op``; the object is a ResponseOp, or anything with a ``graph``
-    (a PipelineServer after set_response_op).
+    (a PipelineServer after set_response_op). Or ``dag_ref`` is a graph.yml.
 
     Raises:
         errors.ConfigError: The config is invalid or ``dag_ref`` cannot be loaded.
@@ -153,6 +166,10 @@ def from_config(path: str | os.PathLike[str], dag_ref: str) -> DagShape:
     """
     server_config = config.load(path)
     folder = os.path.dirname(os.path.abspath(path))
+    if dag_ref.endswith((".yml", ".yaml")):
+        graph_path = dag_ref if os.path.isabs(dag_ref) else os.path.join(folder, dag_ref)
+        remote = frozenset(name for name, op in server_config.ops.items() if op.server_endpoints)
+        return from_spec(_read(graph_path), os.path.basename(dag_ref), remote_ops=remote)
     target = _load_object(dag_ref, folder)
     graph: object = getattr(target, "graph", None)
     if isinstance(target, op_mod.ResponseOp):
@@ -189,12 +206,7 @@ def _load_object(ref: str, folder: str) -> object:
     return namespace[attr]
 
 
-def load(path: str | os.PathLike[str], dag_ref: str | None = None) -> DagShape:
-    """The shape described by ``path``: a PipelineService resource, or a config.yml with ``dag_ref``.
-
-    Raises:
-        errors.ConfigError, errors.DagError: Naming the file and field at fault.
-    """
+def _read(path: str | os.PathLike[str]) -> Mapping[str, Any]:
     source = os.path.basename(os.fspath(path))
     try:
         with open(path, "rb") as file:
@@ -203,11 +215,26 @@ def load(path: str | os.PathLike[str], dag_ref: str | None = None) -> DagShape:
         raise errors.ConfigError(f"{source}: cannot read {os.fspath(path)!r}: {exc.strerror}") from exc
     except yaml.YAMLError as exc:
         raise errors.ConfigError(f"{source}: invalid YAML: {exc}") from exc
-    if isinstance(document, Mapping) and document.get("kind") == "PipelineService":
+    if not isinstance(document, Mapping):
+        raise errors.ConfigError(f"{source}: must be a YAML mapping, got {type(document).__name__}")
+    return document
+
+
+def load(path: str | os.PathLike[str], dag_ref: str | None = None) -> DagShape:
+    """The shape described by ``path``: a PipelineService, a graph.yml, or a config.yml with ``dag_ref``.
+
+    Raises:
+        errors.ConfigError, errors.DagError: Naming the file and field at fault.
+    """
+    source = os.path.basename(os.fspath(path))
+    document = _read(path)
+    if document.get("kind") == "PipelineService":
         return from_pipelineservice(document, source)
+    if isinstance(document.get("ops"), list):  # a graph.yml
+        return from_spec(document, source)
     if dag_ref is None:
         raise errors.ConfigError(
-            f"{source}: a config.yml lists ops but not how they connect (input_ops, in Python): "
-            "pass --dag server.py:response_op (or module:name), or give a PipelineService resource"
+            f"{source}: a config.yml lists ops but not how they connect: pass --dag graph.yml, "
+            "or --dag server.py:response_op (or module:name) for a DAG built in Python"
         )
     return from_config(path, dag_ref)

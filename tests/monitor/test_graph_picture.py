@@ -2,6 +2,7 @@
 
 Aspects covered:
 - the imdb example's config.yml with ``--dag server.py:response_op``: every op and edge, built-in and Graphviz;
+- a graph.yml alone, or beside a config.yml whose server_endpoints make ops remote;
 - a PipelineService resource: ops, inputs, the response's inputs and remote ops;
 - layers follow the longest path, so a skip edge does not pull an op left;
 - bad input is refused naming the file, field or op.
@@ -125,8 +126,8 @@ def test_an_unknown_input_is_refused_naming_the_op(tmp_path: Path, capsys: pytes
 def test_a_config_without_dag_code_says_how_to_name_it(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
     assert cli.main(["graph", str(EXAMPLE / "config.yml"), "-o", str(tmp_path / "x.svg")]) == 2
     assert capsys.readouterr().err.strip() == (
-        "error: config.yml: a config.yml lists ops but not how they connect (input_ops, in Python): "
-        "pass --dag server.py:response_op (or module:name), or give a PipelineService resource"
+        "error: config.yml: a config.yml lists ops but not how they connect: pass --dag graph.yml, "
+        "or --dag server.py:response_op (or module:name) for a DAG built in Python"
     )
 
 
@@ -134,3 +135,25 @@ def test_a_malformed_op_entry_names_its_field() -> None:
     with pytest.raises(errors.ConfigError) as caught:
         shape.from_pipelineservice({"spec": {"ops": [{"name": "a", "inputs": "request"}]}}, "p.yaml")
     assert str(caught.value) == "p.yaml: spec.ops[0].inputs: must be a list of op names, got 'request'"
+
+
+GRAPH_FILE = """\
+request: {class: ops:ImdbRequestOp}
+ops:
+  - {name: bow, class: ops:BowOp}
+  - {name: cnn, class: ops:CnnOp, inputs: []}
+  - {name: combine, class: ops:CombineOp, inputs: [bow, cnn]}
+response: {inputs: [combine]}
+"""
+
+
+def test_graph_of_a_graph_file_beside_its_config_marks_remote_ops(tmp_path: Path) -> None:
+    (tmp_path / "graph.yml").write_text(GRAPH_FILE)
+    (tmp_path / "config.yml").write_text(
+        "http_port: 0\nop:\n  bow:\n    server_endpoints: [\"127.0.0.1:9000\"]\n  cnn: {}\n  combine: {}\n"
+    )
+    alone = shape.load(tmp_path / "graph.yml")
+    beside = shape.load(tmp_path / "config.yml", "graph.yml")
+    assert set(alone.edges) == set(beside.edges) == IMDB_EDGES
+    assert [n.id for n in beside.nodes if n.remote] == ["bow"]
+    assert not any(n.remote for n in alone.nodes)
