@@ -6,9 +6,9 @@ import argparse
 import sys
 from types import ModuleType
 
-from pipeserve.commands import check, gateway, graph, opservice
+from pipeserve.commands import analyze, check, gateway, graph, opservice
 
-COMMANDS: tuple[ModuleType, ...] = (check, gateway, opservice, graph)
+COMMANDS: tuple[ModuleType, ...] = (check, gateway, opservice, graph, analyze)
 
 
 def main(argv: list[str] | None = None) -> int:

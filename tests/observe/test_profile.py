@@ -1,0 +1,203 @@
+"""The profile: per request and op the start and end of each stage, turned into a Chrome trace.
+
+Aspects covered:
+- with ``dag.use_profile``, each request writes one PROFILE line (standard output and
+  pipeline.profile) and the Analyst makes of it one complete event per stage per op per
+  request, plus the request's own ``call``, in non-decreasing time order;
+- a batch's stages appear in the timeline of every request of the batch;
+- ``pipeserve analyze`` writes the same trace, and names a missing or malformed file;
+- an op run in an op service: the request's timeline holds the service's stages
+  (``where="remote:<endpoint>"``) between the gateway's own ``in`` and ``out``, and
+  ``PipelineClient.predict(..., profile=True)`` returns that timeline and prints its line;
+- a profile line of the seeds' own Timeline form is read too.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import json
+import threading
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from pipeserve import Op, PipelineClient, RequestOp, ResponseOp
+from pipeserve.cli import main as cli_main
+from pipeserve.opservice.server import OpServer, Settings
+from pipeserve.pipeline import Analyst, observe, profile
+from pipeserve.pipeline import config as config_mod
+
+DEADLINE_S = 10.0
+
+
+class Upper(Op):
+    def preprocess(self, input_dicts: dict[str, Any]) -> dict[str, Any]:
+        (inputs,) = input_dicts.values()
+        return {"text": inputs.get("text", inputs.get("upper", ""))}
+
+    def process(self, feed_list: list[dict[str, Any]], typical_logid: int) -> Any:
+        return [{"upper": feed["text"].upper()} for feed in feed_list]
+
+
+class Gated(Upper):
+    def __init__(self, gate: threading.Event, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.gate = gate
+
+    def process(self, feed_list: list[dict[str, Any]], typical_logid: int) -> Any:
+        self.gate.wait(DEADLINE_S)
+        return super().process(feed_list, typical_logid)
+
+
+def dag() -> ResponseOp:
+    read = RequestOp()
+    first = Upper(name="first", input_ops=[read])
+    second = Upper(name="second", input_ops=[first])
+    return ResponseOp(input_ops=[second])
+
+
+async def send(running: Any, texts: list[str]) -> list[dict[str, Any]]:
+    async with running.http() as http:
+        replies = await asyncio.gather(
+            *(http.post(running.url(), json={"key": ["text"], "value": [t], "logid": 500 + i}) for i, t in enumerate(texts))
+        )
+    return [reply.json() for reply in replies]
+
+
+def stage_events(trace: dict[str, Any]) -> list[dict[str, Any]]:
+    return [event for event in trace["traceEvents"] if event["ph"] == "X"]
+
+
+def thread_names(trace: dict[str, Any]) -> dict[tuple[int, int], str]:
+    return {
+        (e["pid"], e["tid"]): e["args"]["name"] for e in trace["traceEvents"] if e["name"] == "thread_name"
+    }
+
+
+async def test_each_request_gets_one_event_per_stage_per_op(
+    serve: Any, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    running = await serve(dag(), {"dag": {"use_profile": True}, "op": {"second": {"inline": True}}})
+
+    bodies = await send(running, ["a", "b", "c"])
+
+    assert [b["value"] for b in bodies] == [["A"], ["B"], ["C"]]
+    profile_file = running.log_dir / "pipeline.profile"
+    lines = profile_file.read_text().splitlines()
+    assert len(lines) == 3 and all(line.startswith("PROFILE\tpid:") for line in lines)
+    assert capsys.readouterr().out.count("PROFILE\t") == 3  # the seeds print it to standard output
+    trace_file = tmp_path / "trace.json"
+    events = Analyst(profile_file).save_trace(trace_file)
+    trace = json.loads(trace_file.read_text())
+    stages = stage_events(trace)
+    assert events == len(stages) == 3 * (2 * 5 + 1)
+    timestamps = [e["ts"] for e in stages]
+    assert timestamps == sorted(timestamps)
+    names = thread_names(trace)
+    per_request: dict[int, collections.Counter[tuple[str, str]]] = collections.defaultdict(collections.Counter)
+    for event in stages:
+        per_request[event["pid"]][(names[(event["pid"], event["tid"])], event["name"])] += 1
+    log_ids = sorted(e["args"]["log_id"] for e in stages if e["name"] == "call")
+    assert log_ids == [500, 501, 502]
+    want = {(op, stage): 1 for op in ("first", "second") for stage in observe.STAGES} | {("DAG", "call"): 1}
+    assert len(per_request) == 3 and all(dict(counts) == want for counts in per_request.values())
+    for pid in per_request:  # each request's stages lie within its call
+        mine = [e for e in stages if e["pid"] == pid]
+        (call,) = [e for e in mine if e["name"] == "call"]
+        assert all(call["ts"] <= e["ts"] and e["ts"] + e["dur"] <= call["ts"] + call["dur"] + 1 for e in mine)
+
+
+async def test_a_batch_shows_in_the_timeline_of_every_request_of_it(serve: Any) -> None:
+    gate = threading.Event()
+    read = RequestOp()
+    gated = Gated(gate, name="gated", input_ops=[read])
+    running = await serve(
+        ResponseOp(input_ops=[gated]),
+        {"dag": {"use_profile": True}, "op": {"gated": {"batch_size": 2, "auto_batching_timeout": 60_000, "concurrency": 1}}},
+    )
+
+    sent = asyncio.ensure_future(send(running, ["x", "y"]))
+    gate.set()
+    await asyncio.wait_for(sent, DEADLINE_S)
+
+    spans = list(profile.parse((running.log_dir / "pipeline.profile").read_text().splitlines()))
+    midps = [s for s in spans if s.op == "gated" and s.stage == "midp"]
+    assert len(midps) == 2 and {s.data_id for s in midps} == {s.data_id for s in spans}
+    assert midps[0].start_us == midps[1].start_us and midps[0].end_us == midps[1].end_us
+
+
+def test_the_analyze_command_writes_the_trace_and_names_bad_files(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    timeline = [
+        observe.StageTiming("DAG", "call", (4,), (9,), 1_000_000, 9_000_000),
+        *(
+            observe.StageTiming("bow", stage, (4,), (9,), 2_000_000 + i * 1_000_000, 2_500_000 + i * 1_000_000)
+            for i, stage in enumerate(observe.STAGES)
+        ),
+    ]
+    log = tmp_path / "server.out"
+    log.write_text("pipeserve: serving 'imdb'\n" + profile.format_line(4, 9, timeline, pid=77) + "\nother output\n")
+    trace_file = tmp_path / "trace.json"
+
+    assert cli_main(["analyze", str(log), str(trace_file)]) == 0
+
+    trace = json.loads(trace_file.read_text())
+    stages = stage_events(trace)
+    assert [(e["name"], e["ts"], e["dur"]) for e in stages] == [
+        ("call", 1000, 8000), ("in", 2000, 500), ("prep", 3000, 500), ("midp", 4000, 500),
+        ("postp", 5000, 500), ("out", 6000, 500),
+    ]  # fmt: skip
+    assert "6 stage events of 1 requests" in capsys.readouterr().out
+
+    assert cli_main(["analyze", str(tmp_path / "missing.txt"), str(trace_file)]) == 2
+    assert "missing.txt" in capsys.readouterr().err
+    bad = tmp_path / "bad.txt"
+    bad.write_text("line one\nPROFILE\tpid:1\tdata_id:x\tprep#bow_0:12\n")
+    assert cli_main(["analyze", str(bad), str(trace_file)]) == 2
+    assert f"{bad}:2" in capsys.readouterr().err
+
+
+def test_the_seeds_own_timeline_lines_are_read() -> None:
+    line = "PROFILE\tpid:3177\tprep#[bow|0]_0:1600000000000100 prep#[bow|0]_1:1600000000000350 "
+    (span,) = profile.parse([line])
+    assert (span.stage, span.op, span.start_us, span.end_us) == ("prep", "[bow|0]", 1600000000000100, 1600000000000350)
+
+
+async def test_the_timeline_of_a_request_includes_the_op_services_stages(serve: Any, tmp_path: Path) -> None:
+    service = OpServer(Upper(name="first"), config_mod.load({"http_port": 0}), Settings(host="127.0.0.1", grace_s=1))
+    port = await service.start()
+    endpoint = f"127.0.0.1:{port}"
+    try:
+        running = await serve(
+            dag(), {"dag": {"use_profile": True}, "op": {"first": {"server_endpoints": [endpoint]}}}
+        )
+        client = PipelineClient()
+        client.connect([running.grpc_target])
+        try:
+            result = await asyncio.to_thread(client.predict, feed_dict={"text": "hi"}, profile=True, log_id=31)
+            plain = await asyncio.to_thread(client.predict, feed_dict={"text": "ho"})
+        finally:
+            client.close()
+    finally:
+        await service.stop(grace_s=1)
+
+    assert result.err_no == 0 and result["upper"] == "HI"
+    assert plain.timeline == []  # only a request that asks gets its timeline back
+    timeline = result.timeline
+    assert (timeline[0].op, timeline[0].stage, timeline[0].log_ids) == ("DAG", "call", (31,))
+    assert all(t.log_ids == (31,) for t in timeline)
+    first = [(t.stage, t.where) for t in timeline if t.op == "first"]
+    remote = f"remote:{endpoint}"
+    assert first == [
+        ("in", ""), ("in", remote), ("prep", remote), ("midp", remote), ("postp", remote), ("out", remote), ("out", ""),
+    ]
+    ours = [t for t in timeline if t.op == "first" and not t.where]
+    theirs = [t for t in timeline if t.where]
+    assert ours[0].end_ns <= theirs[0].start_ns and theirs[-1].end_ns <= ours[1].start_ns  # one clock here
+    spans = list(profile.parse((running.log_dir / "pipeline.profile").read_text().splitlines()))
+    assert {s.where for s in spans if s.op == "first"} == {"", remote}
+    trace = Analyst(running.log_dir / "pipeline.profile").trace()
+    assert f"first @ {remote}" in thread_names(trace).values()
