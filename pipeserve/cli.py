@@ -6,9 +6,9 @@ import argparse
 import sys
 from types import ModuleType
 
-from pipeserve.commands import analyze, check, gateway, graph, opservice
+from pipeserve.commands import analyze, check, gateway, graph, operator, opservice, run
 
-COMMANDS: tuple[ModuleType, ...] = (check, gateway, opservice, graph, analyze)
+COMMANDS: tuple[ModuleType, ...] = (check, gateway, opservice, graph, operator, analyze, run)
 
 
 def main(argv: list[str] | None = None) -> int:
