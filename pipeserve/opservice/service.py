@@ -25,7 +25,7 @@ from google.protobuf.message import DecodeError  # type: ignore[import-untyped]
 
 from pipeserve.opservice import payloads, values
 from pipeserve.payload.store import PayloadStore
-from pipeserve.pipeline import errors, stages, workers
+from pipeserve.pipeline import errors, logs, stages, workers
 from pipeserve.proto.pipeserve.v1 import op_service_pb2 as pb
 
 _LOGGER = logging.getLogger("pipeserve.opservice")
@@ -119,7 +119,8 @@ class OpHandler:
             raise  # unreachable: abort raises
         except Exception as exc:  # noqa: BLE001 - a worker failure fails this batch only
             error = errors.to_err(exc, self.op_name)
-            _LOGGER.error("op '%s': batch failed: %s", self.op_name, error.message, exc_info=exc)
+            ids = logs.request_tag([s.data_id for s in samples], [s.log_id for s in samples])
+            _LOGGER.error("[%s] op '%s': batch failed: %s", ids, self.op_name, error.message, exc_info=exc)
             return [error] * len(samples)
 
     def _inputs(self, i: int, sample: pb.Sample) -> dict[str, Any] | errors.PipelineError | Resolving:

@@ -73,7 +73,7 @@ class LogConfig:
 def read_config(value: object, where: parse.Where) -> LogConfig:
     """Read the ``log:`` section (a config_parse reader)."""
     table = {
-        "level": parse.Field("level", parse.choice({k: k for k in _LEVELS}, ", ".join(_LEVELS))),
+        "level": parse.Field("level", parse.choice({k.lower(): k for k in _LEVELS}, ", ".join(_LEVELS))),
         **{name: parse.Field(name, _rotation(name)) for name in DEFAULT_ROTATION},
     }
     values = parse.fields(value, where, table)
