@@ -59,6 +59,18 @@ def render_pipeline_config(parent: Mapping[str, Any]) -> dict[str, Any]:
     return config
 
 
+#: config.yml keys only the gateway reads; an op service's pods need not restart when they change.
+GATEWAY_ONLY_KEYS = ("name", "method", "http_port", "rpc_port", "worker_num", "build_dag_each_worker", "max_in_flight")
+
+
+def op_service_view(config: Mapping[str, Any], op_name: str) -> dict[str, Any]:
+    """The part of config.yml an op service uses: everything but the gateway's own keys and
+    the other ops' sections. Its hash rolls the op's pods; other ops' changes leave them be."""
+    view = {key: value for key, value in config.items() if key not in (*GATEWAY_ONLY_KEYS, "op")}
+    view["op"] = {op_name: config["op"][op_name]}
+    return view
+
+
 def render_graph(parent: Mapping[str, Any]) -> dict[str, Any]:
     """The graph.yml content: which class each op is and which ops feed it."""
     spec = parent["spec"]

@@ -11,8 +11,9 @@ What a PipelineService becomes:
 - the gateway: Deployment (rolled on any config change by its config-hash annotation) and
   Service with HTTP and gRPC ports; optional Ingresses or Gateway API routes, autoscaler
   and disruption budget;
-- per op with ``placement: service``: a Deployment of ``pipeserve opservice`` and a
-  headless Service, with optional autoscaler and disruption budget;
+- per op with ``placement: service``: a Deployment of ``pipeserve opservice`` (its hash
+  annotation covers only its part of config.yml, so changing one op leaves the other op
+  services running) and a headless Service, with optional autoscaler and disruption budget;
 - with ``payloadStore.store: managed``: a Redis Deployment and Service.
 """
 
@@ -61,7 +62,7 @@ def render_children(parent: Mapping[str, Any]) -> list[dict[str, Any]]:
             continue
         op_name, target = str(op["name"]), op_resource_name(name, str(op["name"]))
         children += [
-            workloads.op_deployment(parent, op, config_hash),
+            workloads.op_deployment(parent, op, workloads.op_config_hash(parent, op_name)),
             workloads.op_service(parent, op),
             *exposure.autoscaler(parent, target, "op", op_name, op),
             *exposure.disruption_budget(parent, target, "op", op_name, op),

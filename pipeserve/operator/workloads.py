@@ -47,8 +47,19 @@ def config_map(parent: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def config_hash(config_map_object: Mapping[str, Any]) -> str:
-    """sha256 of the ConfigMap's data: a pod template annotation, so a change rolls the pods."""
-    encoded = json.dumps(config_map_object["data"], sort_keys=True, separators=(",", ":"))
+    """sha256 of the ConfigMap's data: the gateway's pod annotation, so any change rolls it."""
+    return digest(config_map_object["data"])
+
+
+def op_config_hash(parent: Mapping[str, Any], op_name: str) -> str:
+    """sha256 of the config an op service uses, so only changes that concern it roll its pods."""
+    config = pipeline_config.render_pipeline_config(parent)
+    return digest(pipeline_config.op_service_view(config, op_name))
+
+
+def digest(data: Mapping[str, Any]) -> str:
+    """sha256 of ``data`` in a canonical JSON form."""
+    encoded = json.dumps(data, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(encoded.encode()).hexdigest()
 
 
@@ -112,7 +123,7 @@ def op_deployment(parent: Mapping[str, Any], op: Mapping[str, Any], hash_value: 
         "--port", str(port), "--grace", _number(grace),
     ]  # fmt: skip
     container["ports"] = [{"name": "grpc", "containerPort": port, "protocol": "TCP"}]
-    # The op services read the same config.yml: a change there must restart them too.
+    # The pods read config.yml at start: a change to their part of it must restart them.
     annotations = {naming.CONFIG_HASH_ANNOTATION: hash_value}
     if spec_mod.metrics_enabled(spec):
         metrics_port = spec_mod.metrics_port(spec)
