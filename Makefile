@@ -4,12 +4,17 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: serve test protos bench lint clean system-packages
+.PHONY: serve test protos bench lint clean system-packages helm crds
+
+# Helm for the chart tests, built from source into a project-local directory (gitignored).
+HELM_VERSION := v3.22.0
+TOOLS := $(CURDIR)/.tools/bin
+HELM := $(TOOLS)/helm
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[test,paddle,onnx]'
+	$(PY) -m pip install --quiet -e '.[test,local,paddle,onnx,otel]'
 	@touch $(STAMP)
 
 serve: $(STAMP)
@@ -24,7 +29,7 @@ system-packages:
 	@command -v chromium >/dev/null && command -v dot >/dev/null || { apt-get update -qq && \
 		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium graphviz; }
 
-test: $(STAMP) system-packages
+test: $(STAMP) system-packages helm
 	$(VENV)/bin/lint-imports
 	$(PY) -m mypy
 	$(PY) -m pytest -q
@@ -33,6 +38,16 @@ protos: $(STAMP)
 	$(PY) -m grpc_tools.protoc -I protos --python_out=pipeserve/proto --pyi_out=pipeserve/proto \
 		--grpc_python_out=pipeserve/proto protos/pipeserve/v1/*.proto
 	sed -i -E 's/^from pipeserve\.v1 import /from pipeserve.proto.pipeserve.v1 import /' pipeserve/proto/pipeserve/v1/*_pb2*.py*
+
+# Skipped when $(HELM) already is $(HELM_VERSION) (go records the module version in the binary).
+helm:
+	@go version -m $(HELM) 2>/dev/null | grep -Eq '^\s+mod\s+helm.sh/helm/v3\s+$(HELM_VERSION)\s' \
+		|| { echo "building helm $(HELM_VERSION) (a few minutes, once)"; \
+		     GOBIN=$(TOOLS) go install helm.sh/helm/v3/cmd/helm@$(HELM_VERSION); }
+
+# The operator chart carries copies of files the operator package owns; this refreshes them.
+crds: $(STAMP)
+	$(PY) charts/sync_operator_files.py
 
 bench: $(STAMP)
 	$(PY) bench/run.py
