@@ -14,7 +14,7 @@ HELM := $(TOOLS)/helm
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[test,paddle,onnx]'
+	$(PY) -m pip install --quiet -e '.[test,local,paddle,onnx,otel]'
 	@touch $(STAMP)
 
 serve: $(STAMP)
