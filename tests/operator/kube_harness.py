@@ -98,7 +98,9 @@ class ApiEmulator(kmock.KubernetesEmulator):
     async def _serve_watch(self, request: Any) -> AsyncIterator[Any]:
         since = int(request.params.get("resourceVersion") or 0)
         async for event in super()._serve_watch(request):
-            if isinstance(event, dict):  # skip the replay of what the preceding list returned
+            # Skip the replay of what the preceding list returned. Only ADDED events replay:
+            # a DELETED event carries the object's last resourceVersion, old as it may be.
+            if isinstance(event, dict) and event.get("type") == "ADDED":
                 revision = int(event.get("object", {}).get("metadata", {}).get("resourceVersion") or 0)
                 if revision and revision <= since:
                     continue

@@ -248,12 +248,39 @@ async def test_invalid_spec_creates_nothing_reports_why_and_recovers_when_fixed(
     assert "broken-pipeline" in names_of(k8s, CONFIGMAPS)
 
 
+async def test_an_invalid_update_leaves_the_running_children_alone(k8s: ApiEmulator, operator: RunningOperator) -> None:
+    await create(k8s)
+    await eventually(lambda: settled(k8s, 1), "the first status")
+    before = {key: copy.deepcopy(obj.raw) for key, obj in k8s.objects.items() if key[0] in (DEPLOYMENTS, SERVICES, CONFIGMAPS)}
+
+    ops = copy.deepcopy(OPS)
+    ops[1]["placement"] = "gateway"
+    ops[1]["resources"] = {"limits": {"nvidia.com/gpu": 1}}
+    await patch_spec(k8s, "demo", {"ops": ops})
+    await eventually(lambda: condition(k8s, "InvalidSpec").get("status") == "True", "InvalidSpec=True")
+    assert condition(k8s, "InvalidSpec")["message"].startswith("op 'bow': spec.ops[1]")
+    assert parent(k8s)["status"]["observedGeneration"] == 2
+    after = {key: obj.raw for key, obj in k8s.objects.items() if key[0] in (DEPLOYMENTS, SERVICES, CONFIGMAPS)}
+    assert after == before
+
+
+async def test_a_deployment_deleted_by_hand_is_recreated(k8s: ApiEmulator, operator: RunningOperator) -> None:
+    await create(k8s)
+    await eventually(lambda: settled(k8s, 1), "the first status")
+    response = await k8s.delete("/apis/apps/v1/namespaces/default/deployments/demo-cnn")
+    assert response.status == 200, await response.text()
+    await eventually(lambda: live(k8s, DEPLOYMENTS, "demo-cnn"), "demo-cnn re-created")
+    assert apply.covers(live(k8s, DEPLOYMENTS, "demo-cnn"), rendered(k8s)[("Deployment", "demo-cnn")])
+
+
 async def test_delete_is_never_blocked_and_children_go_with_the_owner(
-    k8s: ApiEmulator, operator: RunningOperator
+    k8s: ApiEmulator, operator: RunningOperator, caplog: Any
 ) -> None:
+    caplog.set_level(logging.DEBUG, logger="kopf.objects")
     await create(k8s)
     await eventually(lambda: settled(k8s, 1), "the first status")
     assert names_of(k8s, DEPLOYMENTS) == CHILD_DEPLOYMENTS
+    creations = sum(len(k8s["post", resource]) for resource in (DEPLOYMENTS, SERVICES, CONFIGMAPS))
 
     response = await k8s.delete(f"{PS_PATH}/demo")
     assert response.status == 200, await response.text()
@@ -261,6 +288,10 @@ async def test_delete_is_never_blocked_and_children_go_with_the_owner(
     # The emulator collects garbage by ownerReferences, as the cluster does.
     await eventually(lambda: not names_of(k8s, DEPLOYMENTS) and not names_of(k8s, SERVICES), "children gone")
     assert not names_of(k8s, CONFIGMAPS)
+    await eventually(lambda: "Deleted, really deleted, and we are notified." in caplog.text, "kopf to see the deletion")
+    await eventually(lambda: caplog.text.count("Handler 'deployment_changed' succeeded.") >= 6, "the Deployments' deletions")
+    after = sum(len(k8s["post", resource]) for resource in (DEPLOYMENTS, SERVICES, CONFIGMAPS))
+    assert after == creations, "nothing is re-created for a deleted PipelineService"
 
 
 async def test_a_restarted_operator_resumes_without_writing_anything(k8s: ApiEmulator, caplog: Any) -> None:
