@@ -11,6 +11,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from pipeserve.gateway import core
+from pipeserve.monitor import tracing
 from pipeserve.proto.pipeserve.v1 import pipeline_service_pb2 as pb
 from pipeserve.proto.pipeserve.v1 import pipeline_service_pb2_grpc as pb_grpc
 
@@ -20,12 +21,21 @@ SERVICE_NAME = pb.DESCRIPTOR.services_by_name["PipelineService"].full_name
 class PipelineServicer(pb_grpc.PipelineServiceServicer):
     """Decodes nothing itself: gRPC hands over a parsed Request."""
 
-    def __init__(self, gateway: core.Gateway) -> None:
+    def __init__(self, gateway: core.Gateway, *, traced: bool = False) -> None:
         self.gateway = gateway
+        self.traced = traced
+        """Hand each call's metadata (``traceparent``) to the tracing."""
 
     async def inference(self, request: pb.Request, context: grpc.aio.ServicerContext) -> pb.Response:
         if not request.clientip:
             request.clientip = _peer_host(context.peer())
+        if self.traced:
+            token = tracing.carry({key: value for key, value in context.invocation_metadata() or ()})
+            try:
+                response, _ = await self.gateway.infer(request)
+            finally:
+                tracing.forget(token)
+            return response
         response, _ = await self.gateway.infer(request)
         return response
 
@@ -33,7 +43,7 @@ class PipelineServicer(pb_grpc.PipelineServiceServicer):
 class GrpcServer:
     """The gateway's gRPC server with its health service."""
 
-    def __init__(self, gateway: core.Gateway) -> None:
+    def __init__(self, gateway: core.Gateway, *, traced: bool = False) -> None:
         limit = gateway.config.max_request_bytes
         self.server = grpc.aio.server(
             options=[
@@ -42,7 +52,8 @@ class GrpcServer:
                 ("grpc.so_reuseport", 1),
             ]
         )
-        pb_grpc.add_PipelineServiceServicer_to_server(PipelineServicer(gateway), self.server)  # type: ignore[no-untyped-call]
+        servicer = PipelineServicer(gateway, traced=traced)
+        pb_grpc.add_PipelineServiceServicer_to_server(servicer, self.server)  # type: ignore[no-untyped-call]
         self.health = health.aio.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
         reflection.enable_server_reflection((SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), self.server)

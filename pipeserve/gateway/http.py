@@ -19,7 +19,7 @@ import pydantic
 from pipeserve import codec
 from pipeserve.gateway import core
 from pipeserve.monitor import metrics as metrics_mod
-from pipeserve.monitor import shape, status_page
+from pipeserve.monitor import shape, status_page, tracing
 from pipeserve.pipeline import errors
 from pipeserve.proto.pipeserve.v1 import pipeline_service_pb2 as pb
 
@@ -99,6 +99,18 @@ class HttpApp:
                 raise errors.PayloadTooLargeError(f"request body: more than {limit} bytes is over the limit")
             chunks.append(chunk)
         return b"".join(chunks)
+
+
+class TracedHttpApp(HttpApp):
+    """:class:`HttpApp` that hands each prediction's headers (``traceparent``) to the tracing."""
+
+    async def _predict(self, scope: Scope, receive: Receive, send: Send, name: str, method: str) -> None:
+        headers = {key.decode("latin-1"): value.decode("latin-1") for key, value in scope["headers"]}
+        token = tracing.carry(headers)
+        try:
+            await super()._predict(scope, receive, send, name, method)
+        finally:
+            tracing.forget(token)
 
 
 def _error_body(error: errors.PipelineError) -> bytes:

@@ -26,6 +26,7 @@ import uvicorn
 from pipeserve.gateway import core, grpc, http
 from pipeserve.monitor import metered_store
 from pipeserve.monitor import metrics as metrics_mod
+from pipeserve.monitor import tracing
 from pipeserve.pipeline import config as config_mod
 from pipeserve.pipeline import dag, errors, executor, logs
 from pipeserve.pipeline import op as op_mod
@@ -139,6 +140,9 @@ class _Serving:
                 config.name or "", queue_depths=self.executor.queue_depths, in_flight=lambda: self.executor.in_flight
             )
             self.executor.observers.add(self.metrics)
+        self.traced = tracing.setup(config.name or "")
+        if self.traced:
+            tracing.GatewayTracing(config.name or "").install(self.executor)
         self._grpc: grpc.GrpcServer | None = None
         self._http: uvicorn.Server | None = None
         self._http_loop: asyncio.Task[None] | None = None
@@ -147,7 +151,7 @@ class _Serving:
         host = self.config.host
         bound_rpc = bound_http = None
         if rpc_port is not None:
-            self._grpc = grpc.GrpcServer(self.gateway)
+            self._grpc = grpc.GrpcServer(self.gateway, traced=self.traced)
             bound_rpc = self._grpc.bind(host, rpc_port)
             await self._grpc.start()
         if http_port is not None:
@@ -163,7 +167,7 @@ class _Serving:
 
     async def _start_http(self, sock: socket.socket) -> None:
         uv_config = uvicorn.Config(
-            http.HttpApp(self.gateway, self.metrics),
+            (http.TracedHttpApp if self.traced else http.HttpApp)(self.gateway, self.metrics),
             loop="none",
             http="httptools",
             ws="none",

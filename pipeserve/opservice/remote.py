@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
+from collections.abc import Callable
 from typing import Any, Final
 
 import grpc
@@ -74,6 +75,8 @@ class RemoteWorkers:
         self._max_message_bytes = max_message_bytes
         self._channels: list[tuple[str, grpc.aio.Channel, Any]] = []
         self._turn = itertools.count()
+        self.trace_metadata: Callable[[list[stages.Sample]], list[tuple[str, str]]] | None = None
+        """Set when tracing: the gRPC metadata that carries the samples' trace contexts."""
 
     async def start(self) -> None:
         """Open the channels and start connecting; replicas that are not up yet are
@@ -113,7 +116,10 @@ class RemoteWorkers:
             return outcomes
         endpoint, call = self._pick()
         try:
-            reply: pb.ResultBatch = await call(batch, timeout=timeout_s)
+            if self.trace_metadata is None:
+                reply: pb.ResultBatch = await call(batch, timeout=timeout_s)
+            else:
+                reply = await call(batch, timeout=timeout_s, metadata=self.trace_metadata(samples))
         except grpc.aio.AioRpcError as exc:
             raise self._call_error(endpoint, exc) from None
         if len(reply.results) != len(sent):

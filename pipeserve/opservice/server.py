@@ -33,6 +33,7 @@ from grpc_reflection.v1alpha import reflection
 
 from pipeserve.monitor import metered_store
 from pipeserve.monitor import metrics as metrics_mod
+from pipeserve.monitor import tracing
 from pipeserve.opservice import metered, payloads, service
 from pipeserve.pipeline import config as config_mod
 from pipeserve.pipeline import config_parse as parse
@@ -118,7 +119,10 @@ class OpServer:
                 ("grpc.max_connection_age_grace_ms", int(self.settings.grace_s * 1000)),
             ]
         )
-        handler = grpc.unary_unary_rpc_method_handler(self.handler.process)  # raw bytes in and out
+        process: tracing.ProcessFn = self.handler.process
+        if tracing.setup(f"{self.config.name or 'pipeline'}-{self.op.name}"):
+            process = tracing.trace_op_service(process, self.op.name)
+        handler = grpc.unary_unary_rpc_method_handler(process)  # raw bytes in and out
         server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICE_NAME, {"Process": handler}),))
         self._health = health.aio.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
