@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 import yaml
-from k8s_schemas import gateway_route_errors, upstream_errors
+from k8s_schemas import crd_errors, gateway_route_errors, upstream_errors
 
 from pipeserve.operator import render
 
@@ -153,3 +153,34 @@ def test_names_of_children() -> None:
     assert render.gateway_name("imdb") == "imdb-gateway"
     assert render.op_resource_name("imdb", "bow") == "imdb-bow"
     assert render.redis_name("imdb") == "imdb-redis"
+
+
+def every_option() -> dict[str, Any]:
+    """A PipelineService that sets every optional field the renderer turns into objects."""
+    parent = with_routes(parent_from("pipelineservice-ingress.yaml"))
+    spec = parent["spec"]
+    spec.update(imagePullSecrets=[{"name": "regcred"}], serviceAccountName="pipelines", runAsUser=4242)
+    spec["ops"][1].update(
+        runtime="onnx", model={"path": "/models/cnn.onnx", "claimName": "models", "mountPath": "/models"},
+        env=[{"name": "POD_IP", "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}}],
+        autoscaling={"maxReplicas": 4, "metrics": [{"type": "Pods", "pods": {
+            "metric": {"name": "pipeserve_queue_depth"}, "target": {"type": "AverageValue", "averageValue": "5"}}}]},
+    )  # fmt: skip
+    spec["gateway"]["service"] = {"type": "NodePort", "httpNodePort": 30080, "grpcNodePort": 30081}
+    spec["payloadStore"] = {"store": "managed", "redis": {"image": "redis:7.4", "nodeSelector": {"pool": "cache"},
+                                                          "tolerations": [{"operator": "Exists"}]}}  # fmt: skip
+    return parent
+
+
+def test_every_option_renders_valid_kubernetes() -> None:
+    parent = every_option()
+    assert crd_errors(parent) == []
+    children = render.render_children(parent)
+    assert {c["kind"] for c in children} == {
+        "ConfigMap", "Deployment", "Service", "HTTPRoute", "GRPCRoute", "HorizontalPodAutoscaler", "PodDisruptionBudget",
+    }  # fmt: skip
+    for child in children:
+        if child["apiVersion"].startswith("gateway.networking.k8s.io/"):
+            assert list(gateway_route_errors(child)) == []
+        else:
+            assert upstream_errors(child) == [], f"{child['kind']}/{child['metadata']['name']}"
