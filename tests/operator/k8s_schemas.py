@@ -127,3 +127,27 @@ def gateway_route_errors(route: Mapping[str, Any]) -> Iterator[str]:
             port = backend.get("port")
             if not isinstance(port, int) or not 1 <= port <= 65535:
                 yield f"spec.rules[{i}].backendRefs[{j}].port: {port!r} is not a port"
+
+
+def with_crd_defaults(resource: Mapping[str, Any]) -> dict[str, Any]:
+    """``resource`` as the API server stores it: each schema ``default`` filled in where a field
+    is absent and its enclosing object is present (list items included)."""
+    (version,) = [v for v in crd.load_crd()["spec"]["versions"] if v["name"] == crd.VERSION]
+    result = copy.deepcopy(dict(resource))
+    _fill_defaults(result, version["schema"]["openAPIV3Schema"])
+    return result
+
+
+def _fill_defaults(value: Any, schema: Mapping[str, Any]) -> None:
+    if isinstance(value, dict):
+        for name, child in schema.get("properties", {}).items():
+            if name not in value and "default" in child:
+                value[name] = copy.deepcopy(child["default"])
+            if name in value:
+                _fill_defaults(value[name], child)
+        if isinstance(schema.get("additionalProperties"), dict):
+            for key in value:
+                _fill_defaults(value[key], schema["additionalProperties"])
+    elif isinstance(value, list) and isinstance(schema.get("items"), dict):
+        for item in value:
+            _fill_defaults(item, schema["items"])

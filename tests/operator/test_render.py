@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 import yaml
-from k8s_schemas import crd_errors, gateway_route_errors, upstream_errors
+from k8s_schemas import crd_errors, gateway_route_errors, upstream_errors, with_crd_defaults
 
 from pipeserve.operator import render
 
@@ -184,3 +184,11 @@ def test_every_option_renders_valid_kubernetes() -> None:
             assert list(gateway_route_errors(child)) == []
         else:
             assert upstream_errors(child) == [], f"{child['kind']}/{child['metadata']['name']}"
+
+
+@pytest.mark.parametrize("name", ["pipelineservice.yaml", "pipelineservice-ingress.yaml"])
+def test_schema_defaults_the_api_server_fills_in_render_the_same(name: str) -> None:
+    parent = parent_from(name)
+    defaulted = with_crd_defaults(parent)
+    assert defaulted != parent  # some default did apply (placement, gateway replicas, store)
+    assert render.render_children(defaulted) == render.render_children(parent)
