@@ -26,6 +26,7 @@ DEFAULT_RUN_AS_USER = 10001
 DEFAULT_REDIS_IMAGE = "valkey/valkey:8.1"
 DEFAULT_MODEL_MOUNT = "/models"
 GATEWAY_GRACE_S = 30
+GATEWAY_PRE_STOP_S = 5
 #: Seconds the kubelet waits beyond the op service's own drain before killing it.
 TERMINATION_MARGIN_S = 10
 _GPU_TOLERATION = {"key": spec_mod.GPU_RESOURCE, "operator": "Exists", "effect": "NoSchedule"}
@@ -79,6 +80,9 @@ def gateway_deployment(parent: Mapping[str, Any], hash_value: str) -> dict[str, 
     container["startupProbe"] = _http_probe("/healthz", period_s=2, failures=150)
     container["livenessProbe"] = _http_probe("/healthz", period_s=10, failures=3)
     container["readinessProbe"] = _http_probe("/readyz", period_s=5, failures=2)
+    # Endpoints drop a terminating pod a moment after SIGTERM would stop it taking requests;
+    # waiting first lets clients and load balancers move on (the pod drains 5 s after).
+    container["lifecycle"] = {"preStop": {"sleep": {"seconds": GATEWAY_PRE_STOP_S}}}
     annotations = {naming.CONFIG_HASH_ANNOTATION: hash_value}
     if spec_mod.metrics_enabled(spec):
         annotations.update(_scrape_annotations(http_port))

@@ -250,6 +250,8 @@ def test_gateway_deployment_serves_the_rendered_config_and_graph() -> None:
     ]
     assert c["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "http"}
     assert c["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "http"}
+    assert c["lifecycle"] == {"preStop": {"sleep": {"seconds": 5}}}
+    assert gateway["spec"]["template"]["spec"]["terminationGracePeriodSeconds"] >= 5 + 5  # pre-stop + drain
     annotations = gateway["spec"]["template"]["metadata"]["annotations"]
     assert annotations["prometheus.io/port"] == "8080"
 
