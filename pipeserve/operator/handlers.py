@@ -16,6 +16,7 @@ live elsewhere and are tested without kopf. What happens here:
   (not even when the operator is down).
 
 Handlers register on ``registry``, not kopf's global one; ``main`` runs kopf with it.
+Credentials: the service account in a pod, else the kubeconfig (``login``).
 """
 
 from __future__ import annotations
@@ -47,6 +48,16 @@ async def configure(settings: kopf.OperatorSettings, memo: Any, **_: Any) -> Non
     settings.posting.level = logging.WARNING
     memo.kube = kube.Client(settings)
     memo.status_locks = {}
+
+
+@kopf.on.login(registry=registry)
+def login(**kwargs: Any) -> kopf.ConnectionInfo | None:
+    """In a pod its service account, elsewhere the kubeconfig ($KUBECONFIG or ~/.kube/config).
+
+    A registry of our own starts without kopf's default login handlers, hence this one. kopf's
+    kubeconfig reader takes tokens, client certificates and basic auth, not exec plugins.
+    """
+    return kopf.login_with_service_account(**kwargs) or kopf.login_with_kubeconfig(**kwargs)
 
 
 @kopf.on.resume(*_PS, registry=registry)

@@ -9,13 +9,19 @@ the gateway config, rolling the gateway and pruning a removed op; an invalid spe
 
 from __future__ import annotations
 
+import asyncio
 import copy
 import logging
+import os
+import signal
+import sys
+from pathlib import Path
 from typing import Any
 
 import aiohttp
 import kmock
 import pytest
+import yaml
 
 from kube_harness import (  # noqa: F401  (k8s and operator are fixtures)
     CONFIGMAPS,
@@ -26,6 +32,7 @@ from kube_harness import (  # noqa: F401  (k8s and operator are fixtures)
     ApiEmulator,
     RunningOperator,
     eventually,
+    free_port,
     k8s,
     live,
     names_of,
@@ -338,3 +345,35 @@ async def test_a_cluster_wide_operator_serves_every_namespace(k8s: ApiEmulator) 
             lambda: (live(k8s, PS, "demo", "other") or {}).get("status", {}).get("observedGeneration") == 1,
             "the status in other",
         )
+
+
+async def test_the_pipeserve_operator_command_logs_in_with_the_kubeconfig_and_stops_on_sigterm(
+    k8s: ApiEmulator, tmp_path: Path
+) -> None:
+    kubeconfig = tmp_path / "kubeconfig"
+    kubeconfig.write_text(
+        yaml.safe_dump({
+            "apiVersion": "v1", "kind": "Config", "current-context": "kmock",
+            "clusters": [{"name": "kmock", "cluster": {"server": str(k8s.url).rstrip("/")}}],
+            "users": [{"name": "operator", "user": {"token": "t0ken"}}],
+            "contexts": [{"name": "kmock", "context": {"cluster": "kmock", "user": "operator"}}],
+        })  # fmt: skip
+    )
+    liveness = f"http://127.0.0.1:{free_port()}/healthz"
+    env = {**os.environ, "KUBECONFIG": str(kubeconfig)}
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "pipeserve.cli", "operator", "--namespace", "default", "--liveness", liveness,
+        env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+    )  # fmt: skip
+    try:
+        await create(k8s)
+        await eventually(lambda: settled(k8s, 1), "the status written by the command's operator", timeout=30)
+        async with aiohttp.ClientSession() as session, session.get(liveness) as probe:
+            assert probe.status == 200
+    finally:
+        process.send_signal(signal.SIGTERM)
+        output, _ = await asyncio.wait_for(process.communicate(), timeout=30)
+    assert process.returncode == 0, output.decode()
+    assert names_of(k8s, DEPLOYMENTS) == CHILD_DEPLOYMENTS
+    reads = list(k8s["get", PS])
+    assert reads and all(request.headers.get("Authorization") == "Bearer t0ken" for request in reads)
