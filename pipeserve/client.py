@@ -136,7 +136,7 @@ class PipelineClient:
             batch: the arrays carry a leading batch dimension (one request, many rows).
             profile: ask for the server's timeline of this request: it is printed to standard
                 output as a profile line (seed §6.3; the Analyst reads it) and returned in
-                ``PredictResult.timeline``. gRPC only; over HTTP the timeline stays empty.
+                ``PredictResult.timeline``.
             log_id: the caller's id for this request, found in every server log line about it.
         """
         request = codec.request_from_values(feed_dict, batch=batch, name=self.name, method=self.method, logid=log_id)

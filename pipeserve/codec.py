@@ -51,7 +51,7 @@ _SENDABLE: Final[dict[np.dtype[Any], str]] = {
 _ALLOWED_TEXT: Final = ", ".join(ALLOWED_DTYPES)
 _MAX_NDIM: Final = 64  # numpy's own limit; it also keeps the byte count product small
 _INT64_MAX: Final = 2**63 - 1
-_REQUEST_FIELDS: Final = "key, value, name, method, logid, clientip, tensors, batch"
+_REQUEST_FIELDS: Final = "key, value, name, method, logid, clientip, tensors, batch, profile"
 _TENSOR_FIELDS: Final = ("dtype", "shape", "data")
 _JSON_TYPES: Final[dict[type, str]] = {
     str: "string", int: "int", float: "float", bool: "bool", list: "array", dict: "object",
@@ -224,7 +224,7 @@ class RequestFields:
     A field the body leaves out (or sends as ``null``) is None, as proto2 leaves it unset.
     """
 
-    __slots__ = ("key", "value", "tensors", "name", "method", "logid", "clientip", "batch")
+    __slots__ = ("key", "value", "tensors", "name", "method", "logid", "clientip", "batch", "profile")
 
     def __init__(self) -> None:
         self.key: list[str] = []
@@ -235,6 +235,7 @@ class RequestFields:
         self.logid: int | None = None
         self.clientip: str | None = None
         self.batch: bool | None = None
+        self.profile: bool | None = None
 
 
 def values_from_fields(fields: RequestFields) -> dict[str, str | Array]:
@@ -418,10 +419,10 @@ def fields_from_json(body: bytes, max_bytes: int) -> RequestFields:
             fields.logid = _int(v, "logid", -_INT64_MAX - 1, _INT64_MAX, err)
         elif field == "clientip":
             fields.clientip = _string(v, "clientip", err)
-        elif field == "batch":
+        elif field in ("batch", "profile"):
             if type(v) is not bool:
-                raise err(f"batch: must be true or false, got {_json_type(v)}")
-            fields.batch = v
+                raise err(f"{field}: must be true or false, got {_json_type(v)}")
+            setattr(fields, field, v)
         else:
             raise err(f"request body: unknown field {field!r}; use only {_REQUEST_FIELDS}")
     return fields
@@ -432,7 +433,7 @@ def request_from_json(body: bytes, max_bytes: int) -> pb.Request:
     f = fields_from_json(body, max_bytes)
     req = pb.Request(
         key=f.key, value=f.value, name=f.name, method=f.method, logid=f.logid,
-        clientip=f.clientip, batch=f.batch,
+        clientip=f.clientip, batch=f.batch, profile=f.profile,
     )  # fmt: skip
     _fill_tensors(req.tensors, f.tensors)
     return req
@@ -460,9 +461,47 @@ def _response_json(
 
 
 def response_to_json(resp: pb.Response) -> bytes:
-    """Encode a response as the HTTP body: err_no, err_msg, key, value, tensors (base64 data)."""
+    """Encode a response as the HTTP body: err_no, err_msg, key, value, tensors (base64
+    data), and ``timeline`` when the response carries one."""
     tensors = _tensors_to_json(resp.tensors)
-    return _response_json(resp.err_no, resp.err_msg, resp.key[:], resp.value[:], tensors)
+    if not resp.timeline:
+        return _response_json(resp.err_no, resp.err_msg, resp.key[:], resp.value[:], tensors)
+    return orjson.dumps({
+        "err_no": resp.err_no, "err_msg": resp.err_msg, "key": resp.key[:], "value": resp.value[:],
+        "tensors": tensors, "timeline": [_span_json(span) for span in resp.timeline],
+    })  # fmt: skip
+
+
+_SPAN_FIELDS: Final = ("op", "stage", "start_ns", "end_ns", "where")
+
+
+def _span_json(span: pb.StageSpan) -> dict[str, object]:
+    out: dict[str, object] = {field: getattr(span, field) for field in _SPAN_FIELDS}
+    out["data_ids"] = span.data_ids[:]
+    out["log_ids"] = span.log_ids[:]
+    return out
+
+
+def _timeline_from_json(v: object, out: Any) -> None:
+    if not isinstance(v, list):
+        raise ValueError(f"response.timeline: must be a list, got {_json_type(v)}")
+    for i, item in enumerate(v):
+        where = f"response.timeline[{i}]"
+        if not isinstance(item, dict):
+            raise ValueError(f"{where}: must be an object, got {_json_type(item)}")
+        span = out.add()
+        for field in ("op", "stage", "where"):
+            if item.get(field) is not None:
+                setattr(span, field, _string(item[field], f"{where}.{field}", ValueError))
+        for field in ("start_ns", "end_ns"):
+            if item.get(field) is not None:
+                setattr(span, field, _int(item[field], f"{where}.{field}", 0, _INT64_MAX, ValueError))
+        for field in ("data_ids", "log_ids"):
+            ids = item.get(field) or []
+            if not isinstance(ids, list):
+                raise ValueError(f"{where}.{field}: must be a list, got {_json_type(ids)}")
+            low = 0 if field == "data_ids" else -_INT64_MAX - 1
+            getattr(span, field).extend(_int(x, f"{where}.{field}", low, _INT64_MAX, ValueError) for x in ids)
 
 
 # --- client side -------------------------------------------------------------------------
@@ -517,7 +556,7 @@ def request_from_values(
 def request_to_json(req: pb.Request) -> bytes:
     """Encode a request as an HTTP body that :func:`request_from_json` accepts."""
     out: dict[str, object] = {"key": req.key[:], "value": req.value[:]}
-    for field in ("name", "method", "logid", "clientip", "batch"):
+    for field in ("name", "method", "logid", "clientip", "batch", "profile"):
         if req.HasField(field):
             out[field] = getattr(req, field)
     if req.tensors:
@@ -543,6 +582,8 @@ def response_from_json(body: bytes) -> pb.Response:
         resp.value.extend(_strings(v, "response.value", ValueError))
     if (v := obj.get("tensors")) is not None:
         _fill_tensors(resp.tensors, _tensors_from_json(v, "response.tensors", ValueError))
+    if (v := obj.get("timeline")) is not None:
+        _timeline_from_json(v, resp.timeline)
     return resp
 
 

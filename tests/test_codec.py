@@ -156,7 +156,7 @@ def test_top_level_must_be_an_object() -> None:
 def test_unknown_field_is_named_with_the_allowed_ones() -> None:
     assert request_error(body({"key": [], "feed": {}})) == (
         "request body: unknown field 'feed'; "
-        "use only key, value, name, method, logid, clientip, tensors, batch"
+        "use only key, value, name, method, logid, clientip, tensors, batch, profile"
     )
 
 

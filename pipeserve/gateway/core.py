@@ -69,10 +69,7 @@ class Gateway:
             result = await self.run(request, request.name, request.method)
         except errors.PipelineError as error:
             return _error_response(error), error
-        answer = self.pack(result)
-        if result.timeline is not None and request.profile:
-            add_timeline(answer[0], result.timeline)
-        return answer
+        return self.pack(result)
 
     async def run(
         self, request: pb.Request | codec.RequestFields, name: str, method: str
@@ -97,8 +94,11 @@ class Gateway:
             values: Any = codec.values_from_fields(request)
         else:
             values, log_id = self._unpack(request, data_id, log_id)
-        profile = bool(getattr(request, "profile", False))  # the HTTP fast path's fields have none
-        return await self.executor.run(values, data_id, log_id, bool(request.batch), profile)
+        profile = bool(request.profile)
+        result = await self.executor.run(values, data_id, log_id, bool(request.batch), profile)
+        if not profile:
+            result.timeline = None  # kept for dag.use_profile only: not for this caller
+        return result
 
     def _unpack(self, request: pb.Request, data_id: int, log_id: int) -> tuple[Any, int]:
         try:
@@ -120,14 +120,18 @@ class Gateway:
     def pack(self, result: channel.ChannelData) -> tuple[pb.Response, errors.PipelineError | None]:
         """The ResponseOp's answer to ``result``, and the error it carries (if any)."""
         try:
-            return self.response_op.pack_response_package(result), result.error
+            response: pb.Response = self.response_op.pack_response_package(result)
+            error = result.error
         except Exception as exc:  # noqa: BLE001 - user code
             error = self._packing_failed(result, exc)
-            return _error_response(error), error
+            response = _error_response(error)
+        if result.timeline is not None:
+            add_timeline(response, result.timeline)
+        return response, error
 
     def pack_json(self, result: channel.ChannelData) -> tuple[bytes, errors.PipelineError | None]:
         """:meth:`pack` as the HTTP body; straight from the output when ``plain_response``."""
-        if self.plain_response and result.error is None:
+        if self.plain_response and result.error is None and result.timeline is None:
             try:
                 return codec.response_json_from_values(result.single_output()), None
             except Exception as exc:  # noqa: BLE001 - what the op returned

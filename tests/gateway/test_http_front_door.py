@@ -108,7 +108,7 @@ BAD_REQUESTS = {
     "an unknown top-level field": (
         {"keys": ["a"]}, 400, 9,
         "request body: unknown field 'keys'; use only key, value, name, method, logid, clientip,"
-        " tensors, batch",
+        " tensors, batch, profile",
     ),
     "more keys than values": (
         {"key": ["a", "b"], "value": ["1"]}, 400, 9, "key/value: 2 keys but 1 values",

@@ -160,6 +160,32 @@ def test_the_analyze_command_writes_the_trace_and_names_bad_files(
     assert f"{bad}:2" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("protocol", ["http", "grpc"])
+async def test_the_client_gets_its_requests_timeline_without_use_profile(
+    serve: Any, protocol: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    running = await serve(dag(), {"op": {"second": {"inline": True}}}, name="upper")
+    client = PipelineClient(protocol, name="upper") if protocol == "http" else PipelineClient()
+    client.connect([running.http_url.removeprefix("http://") if protocol == "http" else running.grpc_target])
+    try:
+        result = await asyncio.to_thread(client.predict, feed_dict={"text": "abc"}, profile=True, log_id=8)
+        plain = await asyncio.to_thread(client.predict, feed_dict={"text": "abc"})
+    finally:
+        client.close()
+
+    assert result.err_no == 0 and result["upper"] == "ABC" and plain["upper"] == "ABC"
+    assert plain.timeline == []
+    assert [(t.op, t.stage) for t in result.timeline] == [("DAG", "call")] + [
+        (op, stage) for op in ("first", "second") for stage in observe.STAGES
+    ]
+    call = result.timeline[0]
+    assert all(call.start_ns <= t.start_ns <= t.end_ns <= call.end_ns for t in result.timeline)
+    assert {t.log_ids for t in result.timeline} == {(8,)}
+    printed = [line for line in capsys.readouterr().out.splitlines() if line.startswith("PROFILE")]
+    assert len(printed) == 1 and "log_id:8" in printed[0]  # seed §6.3: the client prints it
+    assert not (running.log_dir / "pipeline.profile").exists()  # the server profiles nothing else
+
+
 def test_the_seeds_own_timeline_lines_are_read() -> None:
     line = "PROFILE\tpid:3177\tprep#[bow|0]_0:1600000000000100 prep#[bow|0]_1:1600000000000350 "
     (span,) = profile.parse([line])
