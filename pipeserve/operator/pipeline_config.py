@@ -28,8 +28,6 @@ REDIS_PORT = 6379
 #: Environment variable that carries the external Redis' password from its Secret.
 REDIS_PASSWORD_ENV = "PIPESERVE_REDIS_PASSWORD"
 
-_DEVICE_NAMES = {"cpu": "cpu", "gpu": "gpu", "tensorrt": "tensorrt", "arm": "arm", "xpu": "xpu"}
-
 
 def render_pipeline_config(parent: Mapping[str, Any]) -> dict[str, Any]:
     """The config.yml content of the gateway and the op services (the spec is not checked)."""
@@ -148,7 +146,7 @@ def _local_service_conf(op: Mapping[str, Any]) -> dict[str, Any]:
     local: dict[str, Any] = dict(op.get("options") or {})
     device = spec_mod.device_type(op)
     if op.get("deviceType") is not None or device != "cpu":
-        local["device_type"] = _DEVICE_NAMES[device]
+        local["device_type"] = device  # the CRD's names are config.yml's names
     gpus = spec_mod.gpu_count(op)
     if gpus:
         # The device plugin exposes the pod's GPUs as cards 0..n-1 whatever their host ids.
