@@ -2,10 +2,13 @@
 
 One :class:`PipelineMetrics` per server (gateway or op service), each with its own
 ``CollectorRegistry``, so several servers in one process (tests) keep apart. It is an
-:class:`~pipeserve.pipeline.observe.Observer`: the engine calls it from its event loop
-and its worker threads. Each event only bumps plain counters under a lock (no
-prometheus_client objects on the hot path, which lock and allocate per observation);
-metric families are built when ``/metrics`` is scraped.
+:class:`~pipeserve.pipeline.observe.Observer`, and the engine reports every event from
+its event loop: one writer thread. So each event only bumps plain counters, with no lock
+and no prometheus_client object on the hot path (those lock and allocate per
+observation; a lock alone costs more than the rest of an event here). Metric families are
+built when ``/metrics`` is scraped, from copies of the counters: copying a dict or a list
+is one step for the interpreter, so a scrape from another thread (an op service's metrics
+server) sees each histogram whole.
 
 Metrics (Prometheus naming: ``pipeserve_`` prefix, base units, ``_total`` counters):
 
@@ -23,7 +26,6 @@ from __future__ import annotations
 import bisect
 import collections
 import math
-import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any
@@ -57,12 +59,14 @@ class _Histogram:
         self.counts[bisect.bisect_left(self.bounds, value)] += 1
         self.total += value
 
-    def family_buckets(self) -> list[tuple[str, float]]:
+    def family(self) -> tuple[list[tuple[str, float]], float, int]:
+        """Cumulative buckets, sum and count, from one copy of the counts."""
+        counts, total = list(self.counts), self.total
         cumulative, out = 0, list[tuple[str, float]]()
-        for bound, count in zip((*self.bounds, math.inf), self.counts, strict=True):
+        for bound, count in zip((*self.bounds, math.inf), counts, strict=True):
             cumulative += count
             out.append(("+Inf" if bound == math.inf else repr(float(bound)), cumulative))
-        return out
+        return out, total, cumulative
 
     @property
     def count(self) -> int:
@@ -79,10 +83,10 @@ class _Recent:
         self.errors = 0
 
     def figures(self, now: float, window_s: float) -> dict[str, float | int | None]:
-        recent = [latency for at, latency in self.samples if now - at <= window_s]
-        recent.sort()
+        samples = list(self.samples)
+        recent = sorted(latency for at, latency in samples if now - at <= window_s)
         # QPS over the window, or over the time since the first sample when that is shorter.
-        span = min(window_s, now - self.samples[0][0]) if self.samples else window_s
+        span = min(window_s, now - samples[0][0]) if samples else window_s
         return {
             "qps": round(len(recent) / max(span, 1.0), 2),
             "p50_ms": _quantile_ms(recent, 0.5),
@@ -116,7 +120,6 @@ class PipelineMetrics:
         self.service = service
         self._queue_depths = queue_depths
         self._in_flight = in_flight
-        self._lock = threading.Lock()
         self._requests: dict[int, int] = {}
         self._request_hist = _Histogram(LATENCY_BUCKETS_S)
         self._request_recent = _Recent()
@@ -141,74 +144,71 @@ class PipelineMetrics:
         op, stage, where = timing.op, timing.stage, timing.where
         start, end = timing.start_ns, timing.end_ns
         seconds = (end - start) / 1e9
-        with self._lock:
-            hist = self._stage_hist.get((op, stage, where))
-            if hist is None:
-                hist = self._stage_hist[(op, stage, where)] = _Histogram(LATENCY_BUCKETS_S)
-            hist.counts[bisect.bisect_left(hist.bounds, seconds)] += 1
-            hist.total += seconds
-            if where:
-                return
-            # Stages of one run of an op over a batch share their data_ids: the first names it.
-            if stage == "in":
-                if len(self._pending) > _PENDING_LIMIT:
-                    self._pending.clear()
-                self._pending[(op, timing.data_ids[0])] = start
-            elif stage == "out":
-                op_seconds = (end - self._pending.pop((op, timing.data_ids[0]), start)) / 1e9
-                op_hist = self._op_hist.get(op)
-                if op_hist is None:
-                    op_hist = self._op_hist[op] = _Histogram(LATENCY_BUCKETS_S)
-                    self._op_recent[op] = _Recent()
-                samples = len(timing.data_ids)
-                op_hist.counts[bisect.bisect_left(op_hist.bounds, op_seconds)] += samples
-                op_hist.total += op_seconds * samples
+        hist = self._stage_hist.get((op, stage, where))
+        if hist is None:
+            hist = self._stage_hist[(op, stage, where)] = _Histogram(LATENCY_BUCKETS_S)
+        hist.counts[bisect.bisect_left(hist.bounds, seconds)] += 1
+        hist.total += seconds
+        if where:
+            return
+        # Stages of one run of an op over a batch share their data_ids: the first names it.
+        if stage == "in":
+            if len(self._pending) > _PENDING_LIMIT:
+                self._pending.clear()
+            self._pending[(op, timing.data_ids[0])] = start
+        elif stage == "out":
+            op_seconds = (end - self._pending.pop((op, timing.data_ids[0]), start)) / 1e9
+            op_hist = self._op_hist.get(op)
+            if op_hist is None:
+                op_hist = self._op_hist[op] = _Histogram(LATENCY_BUCKETS_S)
+                self._op_recent[op] = _Recent()
+            samples = len(timing.data_ids)
+            op_hist.counts[bisect.bisect_left(op_hist.bounds, op_seconds)] += samples
+            op_hist.total += op_seconds * samples
+            if samples == 1:
+                self._op_recent[op].samples.append((time.monotonic(), op_seconds))
+            else:
                 self._op_recent[op].samples.extend([(time.monotonic(), op_seconds)] * samples)
 
     def on_batch(self, op: str, size: int) -> None:
         """Count a batch of ``size`` samples."""
-        with self._lock:
-            hist = self._batch_hist.get(op)
-            if hist is None:
-                hist = self._batch_hist[op] = _Histogram(BATCH_BUCKETS)
-            hist.observe(size)
+        hist = self._batch_hist.get(op)
+        if hist is None:
+            hist = self._batch_hist[op] = _Histogram(BATCH_BUCKETS)
+        hist.observe(size)
 
     def on_request(self, name: str, err_no: int, start_ns: int, end_ns: int) -> None:
         """Count a request by its err_no."""
         seconds = (end_ns - start_ns) / 1e9
-        with self._lock:
-            self._requests[err_no] = self._requests.get(err_no, 0) + 1
-            self._request_hist.observe(seconds)
-            self._request_recent.samples.append((time.monotonic(), seconds))
-            if err_no:
-                self._request_recent.errors += 1
+        self._requests[err_no] = self._requests.get(err_no, 0) + 1
+        self._request_hist.observe(seconds)
+        self._request_recent.samples.append((time.monotonic(), seconds))
+        if err_no:
+            self._request_recent.errors += 1
 
     def on_op_error(self, op: str, err_no: int) -> None:
         """Count a failed sample of ``op``."""
-        with self._lock:
-            key = (op, err_no)
-            self._op_errors[key] = self._op_errors.get(key, 0) + 1
-            if op not in self._op_recent:
-                self._op_recent[op] = _Recent()
-                self._op_hist[op] = _Histogram(LATENCY_BUCKETS_S)
-            self._op_recent[op].errors += 1
+        key = (op, err_no)
+        self._op_errors[key] = self._op_errors.get(key, 0) + 1
+        if op not in self._op_recent:
+            self._op_recent[op] = _Recent()
+            self._op_hist[op] = _Histogram(LATENCY_BUCKETS_S)
+        self._op_recent[op].errors += 1
 
     # Payload store --------------------------------------------------------------------------
 
     def on_payload_read(self, size: int | None) -> None:
         """A payload value was read (``size`` bytes), or was missing (None)."""
-        with self._lock:
-            if size is None:
-                self.payload["misses"] += 1
-            else:
-                self.payload["hits"] += 1
-                self.payload["read_bytes"] += size
+        if size is None:
+            self.payload["misses"] += 1
+        else:
+            self.payload["hits"] += 1
+            self.payload["read_bytes"] += size
 
     def on_payload_write(self, size: int) -> None:
         """A payload value of ``size`` bytes was written."""
-        with self._lock:
-            self.payload["writes"] += 1
-            self.payload["written_bytes"] += size
+        self.payload["writes"] += 1
+        self.payload["written_bytes"] += size
 
     # Reading --------------------------------------------------------------------------------
 
@@ -223,68 +223,59 @@ class PipelineMetrics:
         """
         now = time.monotonic()
         depths = dict(self._queue_depths()) if self._queue_depths else {}
-        with self._lock:
-            names = list(dict.fromkeys([*(ops or []), *self._op_recent]))
-            figures = {
-                name: {
-                    **(self._op_recent[name] if name in self._op_recent else _Recent()).figures(now, window_s),
-                    "count": self._op_hist[name].count if name in self._op_hist else 0,
-                    "queue": depths.get(name, 0),
-                }
-                for name in names
+        recent, hists = dict(self._op_recent), dict(self._op_hist)
+        figures = {
+            name: {
+                **(recent[name] if name in recent else _Recent()).figures(now, window_s),
+                "count": hists[name].count if name in hists else 0,
+                "queue": depths.get(name, 0),
             }
-            service = {
-                **self._request_recent.figures(now, window_s),
-                "requests": sum(self._requests.values()),
-                "in_flight": self._in_flight() if self._in_flight else 0,
-            }
+            for name in dict.fromkeys([*(ops or []), *recent])
+        }
+        service = {
+            **self._request_recent.figures(now, window_s),
+            "requests": sum(dict(self._requests).values()),
+            "in_flight": self._in_flight() if self._in_flight else 0,
+        }
         return {"service": self.service, "window_s": window_s, "requests": service, "ops": figures}
 
     def collect(self) -> Iterator[prom.Metric]:
         """Metric families of everything counted so far (the registry's collector)."""
-        with self._lock:
-            requests = prom.CounterMetricFamily(
-                "pipeserve_requests", "Requests answered, by err_no (0: success)", labels=["service", "err_no"]
-            )
-            for err_no, count in sorted(self._requests.items()):
-                requests.add_metric([self.service, str(err_no)], count)
-            request_duration = prom.HistogramMetricFamily(
-                "pipeserve_request_duration_seconds", "Time from a request's arrival to its answer",
-                labels=["service"],
-            )  # fmt: skip
-            if self._request_hist.count:
-                hist = self._request_hist
-                request_duration.add_metric([self.service], hist.family_buckets(), hist.total)
-            op_duration = prom.HistogramMetricFamily(
-                "pipeserve_op_duration_seconds",
-                "A sample's time in an op, from its arrival (stage in) to its hand-over (end of stage out)",
-                labels=["op"],
-            )
-            for op, hist in sorted(self._op_hist.items()):
-                if hist.count:
-                    op_duration.add_metric([op], hist.family_buckets(), hist.total)
-            stage = prom.HistogramMetricFamily(
-                "pipeserve_op_stage_duration_seconds",
-                "Time of each stage of an op (in, prep, midp, postp, out); where is remote:host:port "
-                "for stages an op service ran",
-                labels=["op", "stage", "where"],
-            )
-            for (op, name, where), hist in sorted(self._stage_hist.items()):
-                stage.add_metric([op, name, where or "local"], hist.family_buckets(), hist.total)
-            batch = prom.HistogramMetricFamily(
-                "pipeserve_op_batch_size", "Samples per process() call", labels=["op"]
-            )
-            for op, hist in sorted(self._batch_hist.items()):
-                batch.add_metric([op], hist.family_buckets(), hist.total)
-            op_errors = prom.CounterMetricFamily(
-                "pipeserve_op_errors", "Samples an op failed, by err_no", labels=["op", "err_no"]
-            )
-            for (op, err_no), count in sorted(self._op_errors.items()):
-                op_errors.add_metric([op, str(err_no)], count)
-            payload = dict(self.payload)
+        requests = prom.CounterMetricFamily(
+            "pipeserve_requests", "Requests answered, by err_no (0: success)", labels=["service", "err_no"]
+        )
+        for err_no, count in sorted(dict(self._requests).items()):
+            requests.add_metric([self.service, str(err_no)], count)
+        request_duration = prom.HistogramMetricFamily(
+            "pipeserve_request_duration_seconds", "Time from a request's arrival to its answer", labels=["service"]
+        )
+        _add_histogram(request_duration, [self.service], self._request_hist)
+        op_duration = prom.HistogramMetricFamily(
+            "pipeserve_op_duration_seconds",
+            "A sample's time in an op, from its arrival (stage in) to its hand-over (end of stage out)",
+            labels=["op"],
+        )
+        for op, hist in sorted(dict(self._op_hist).items()):
+            _add_histogram(op_duration, [op], hist)
+        stage = prom.HistogramMetricFamily(
+            "pipeserve_op_stage_duration_seconds",
+            "Time of each stage of an op (in, prep, midp, postp, out); where is remote:host:port "
+            "for stages an op service ran",
+            labels=["op", "stage", "where"],
+        )
+        for (op, name, where), hist in sorted(dict(self._stage_hist).items()):
+            _add_histogram(stage, [op, name, where or "local"], hist)
+        batch = prom.HistogramMetricFamily("pipeserve_op_batch_size", "Samples per process() call", labels=["op"])
+        for op, hist in sorted(dict(self._batch_hist).items()):
+            _add_histogram(batch, [op], hist)
+        op_errors = prom.CounterMetricFamily(
+            "pipeserve_op_errors", "Samples an op failed, by err_no", labels=["op", "err_no"]
+        )
+        for (op, err_no), count in sorted(dict(self._op_errors).items()):
+            op_errors.add_metric([op, str(err_no)], count)
         yield from (requests, request_duration, op_duration, stage, batch, op_errors)
         yield from self._gauges()
-        yield from _payload_families(payload)
+        yield from _payload_families(dict(self.payload))
 
     def _gauges(self) -> Iterator[prom.Metric]:
         if self._queue_depths is not None:
@@ -298,6 +289,12 @@ class PipelineMetrics:
             yield prom.GaugeMetricFamily(
                 "pipeserve_requests_in_flight", "Requests being served now", value=self._in_flight()
             )
+
+
+def _add_histogram(family: prom.HistogramMetricFamily, labels: list[str], hist: _Histogram) -> None:
+    buckets, total, count = hist.family()
+    if count:
+        family.add_metric(labels, buckets, total)
 
 
 def _payload_families(payload: Mapping[str, int]) -> Iterator[prom.Metric]:
