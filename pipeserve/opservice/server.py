@@ -148,6 +148,7 @@ class OpServer:
             await self.stop(grace_s=0)
             raise
         self.handler.accepting = True
+        self.handler.start_observing(self.config)
         await self._set_serving(True)
         _LOGGER.info("op service '%s' serving on %s:%s", self.op.name, host, self.port)
         return self.port
@@ -162,6 +163,7 @@ class OpServer:
         if self._metrics_endpoint is not None:
             self._metrics_endpoint.close()
             self._metrics_endpoint = None
+        await self.handler.stop_observing()
         await self.workers.close()
         if self.store is not None:
             await self.store.close()

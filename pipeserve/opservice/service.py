@@ -25,7 +25,8 @@ from google.protobuf.message import DecodeError  # type: ignore[import-untyped]
 
 from pipeserve.opservice import payloads, values
 from pipeserve.payload.store import PayloadStore
-from pipeserve.pipeline import errors, logs, stages, workers
+from pipeserve.pipeline import config as config_mod
+from pipeserve.pipeline import errors, logs, observe, stages, tracer, workers
 from pipeserve.proto.pipeserve.v1 import op_service_pb2 as pb
 
 _LOGGER = logging.getLogger("pipeserve.opservice")
@@ -50,6 +51,35 @@ class OpHandler:
         self.threshold_bytes = threshold_bytes
         self.accepting = False
         """False until every worker's init_op finished, and again once draining starts."""
+        self.observers = observe.Observers()
+        """Who hears of the batches run here: the service's own tracer and DEBUG lines."""
+        self.tracer: tracer.Tracer | None = None
+        self._tracer_task: asyncio.Task[None] | None = None
+        self._running = 0
+
+    def start_observing(self, config: config_mod.ServerConfig) -> None:
+        """Trace (``dag.tracer``) and log each batch at DEBUG (``log.level``), as the
+        gateway does, into this service's own log directory."""
+        interval_s = config.dag.tracer_interval_s
+        if interval_s is not None and self.tracer is None:
+            self.tracer = tracer.Tracer(
+                interval_s, {self.op_name: ("gateway",)}, lambda: {self.op_name: 0}, lambda: self._running
+            )
+            self.observers.add(self.tracer)
+            self._tracer_task = asyncio.create_task(self.tracer.run(), name="tracer")
+        if config.log.level == "DEBUG":
+            self.observers.add(logs.RequestLog())
+
+    async def stop_observing(self) -> None:
+        """Stop the tracer after writing its last, partial interval."""
+        if self._tracer_task is not None:
+            self._tracer_task.cancel()
+            await asyncio.gather(self._tracer_task, return_exceptions=True)
+            self._tracer_task = None
+        if self.tracer is not None:
+            self.tracer.flush()
+            self.observers.remove(self.tracer)
+            self.tracer = None
 
     async def process(self, raw: bytes, context: grpc.aio.ServicerContext) -> bytes:
         """Handle one serialized OpBatch; return the serialized ResultBatch.
@@ -90,10 +120,18 @@ class OpHandler:
             assert isinstance(dicts, dict)
             samples.append(stages.Sample(dicts, sample.data_id, sample.log_id, sample.batch))
             positions.append(i)
-        times: stages.StageTimes | None = [] if batch.timed else None
+        observed = self.observers.active
+        times: stages.StageTimes | None = [] if batch.timed or observed else None
         handed = time.time_ns()
         if samples:
-            outcomes = await self._run(samples, context, times)
+            self._running += len(samples)
+            try:
+                outcomes = await self._run(samples, context, times)
+            finally:
+                self._running -= len(samples)
+            if observed:
+                assert times is not None
+                self._report(samples, outcomes, received, handed, times)
             spills = {}
             for i, outcome in zip(positions, outcomes):
                 spill = self._set_outcome(results[i], outcome, batch.samples[i], context)
@@ -102,10 +140,36 @@ class OpHandler:
             if spills:
                 await self._write_payloads(results, spills, batch)
             self._fit(results)
-        if times is not None:
+        if batch.timed:
+            assert times is not None
             _add_stages(reply, received, handed, times)
         data: bytes = reply.SerializeToString()
         return data
+
+    def _report(
+        self,
+        samples: list[stages.Sample],
+        outcomes: list[stages.Outcome],
+        received: int,
+        handed: int,
+        times: stages.StageTimes,
+    ) -> None:
+        """Tell the observers about one batch: its stages, size, errors and samples."""
+        observers, op = self.observers, self.op_name
+        data_ids = tuple(s.data_id for s in samples)
+        log_ids = tuple(s.log_id for s in samples)
+        now = time.time_ns()
+        first = times[0][1] if times else handed
+        last = times[-1][2] if times else now
+        spans = [("in", received, max(received, first)), *((st, a, b) for st, a, b, _ in times), ("out", last, now)]
+        for stage, start, end in spans:
+            observers.on_stage(observe.StageTiming(op, stage, data_ids, log_ids, start, end))
+        observers.on_batch(op, len(samples))
+        for outcome in outcomes:
+            err_no = outcome.code if isinstance(outcome, errors.PipelineError) else 0
+            if err_no:
+                observers.on_op_error(op, err_no)
+            observers.on_request(op, err_no, received, now)
 
     async def _run(
         self, samples: list[stages.Sample], context: grpc.aio.ServicerContext, times: stages.StageTimes | None

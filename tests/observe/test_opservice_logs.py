@@ -1,0 +1,122 @@
+"""An op service writes the gateway's log files in its own directory: ``<log_dir>/<op>/``.
+
+Aspects covered (one ``pipeserve opservice`` process, stopped with SIGTERM):
+- pipeline.log has a line per batch it ran at DEBUG, with every data_id and log_id;
+- pipeline.log.wf has the traceback of the op's failure, naming the request;
+- pipeline.tracer has the service's own figures for its op (written on drain at the
+  latest), counting the samples it ran.
+"""
+
+from __future__ import annotations
+
+import queue
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from pipeserve import Op, RequestOp, ResponseOp
+
+START_DEADLINE_S = 60
+BANNER = re.compile(r"op service '(\w+)' serving on \S+:(\d+)")
+
+SHOUT_MODULE = '''
+from pipeserve import Op
+
+
+class ShoutOp(Op):
+    def preprocess(self, input_dicts):
+        (inputs,) = input_dicts.values()
+        return {"text": inputs["text"]}
+
+    def process(self, feed_list, typical_logid):
+        for feed in feed_list:
+            if feed["text"] == "explode":
+                raise RuntimeError("shout cannot take explode")
+        return [{"text": feed["text"].upper()} for feed in feed_list]
+'''
+
+
+class ShoutStandIn(Op):
+    """The gateway's stand-in for the remote ShoutOp (its hooks never run here)."""
+
+
+@pytest.fixture
+def op_service(tmp_path: Path) -> Iterator[Any]:
+    procs: list[subprocess.Popen[str]] = []
+
+    def start(config_path: Path, op: str) -> tuple[subprocess.Popen[str], int]:
+        proc = subprocess.Popen(
+            [sys.executable, "-u", "-m", "pipeserve.cli", "opservice", "--config", str(config_path),
+             "--op", op, "--host", "127.0.0.1", "--port", "0", "--grace", "1"],
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=tmp_path,
+        )  # fmt: skip
+        procs.append(proc)
+        lines: queue.Queue[str | None] = queue.Queue()
+
+        def read() -> None:
+            assert proc.stdout is not None
+            for line in proc.stdout:
+                lines.put(line)
+            lines.put(None)
+
+        threading.Thread(target=read, daemon=True).start()
+        deadline = time.monotonic() + START_DEADLINE_S
+        seen = []
+        while True:
+            line = lines.get(timeout=max(0.0, deadline - time.monotonic()))
+            if line is None:
+                pytest.fail(f"op service exited with {proc.wait()}:\n{''.join(seen)}")
+            seen.append(line)
+            if match := BANNER.search(line):
+                return proc, int(match.group(2))
+
+    yield start
+    for proc in procs:
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait(15)
+
+
+async def test_an_op_service_writes_its_own_log_files(serve: Any, tmp_path: Path, op_service: Any) -> None:
+    (tmp_path / "shout.py").write_text(SHOUT_MODULE)
+    log_dir = tmp_path / "service-logs"
+    shout = {"class": "shout:ShoutOp", "batch_size": 2, "auto_batching_timeout": 1}
+    config_path = tmp_path / "config.yml"
+    config_path.write_text(yaml.safe_dump({
+        "http_port": 0, "log_dir": str(log_dir), "log": {"level": "DEBUG"},
+        "dag": {"tracer": {"interval_s": 3600}}, "op": {"shout": shout},
+    }))  # fmt: skip
+    proc, port = op_service(config_path, "shout")
+    running = await serve(
+        ResponseOp(input_ops=[ShoutStandIn(name="shout", input_ops=[RequestOp()])]),
+        {"op": {"shout": {**shout, "server_endpoints": [f"127.0.0.1:{port}"]}}},
+    )
+
+    async with running.http() as http:
+        bodies = [
+            (await http.post(running.url(), json={"key": ["text"], "value": [text], "logid": 70 + i})).json()
+            for i, text in enumerate(["hi", "explode", "yo"])
+        ]
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(30) == 0
+
+    assert [b["err_no"] == 0 for b in bodies] == [True, False, True]
+    own = log_dir / "shout"
+    log_lines = [line for line in (own / "pipeline.log").read_text().splitlines() if " ran " in line]
+    assert sorted(re.search(r"log_id=(\d+)", line).group(1) for line in log_lines) == ["70", "71", "72"]  # type: ignore[union-attr]
+    assert all(re.search(r"data_id=\d+ log_id=7\d", line) for line in log_lines)
+    wf = (own / "pipeline.log.wf").read_text()
+    assert "log_id=71" in wf and "Traceback (most recent call last):" in wf
+    assert "RuntimeError: shout cannot take explode" in wf
+    tracer = (own / "pipeline.tracer").read_text()
+    (op_line,) = [line for line in tracer.splitlines() if "Op(shout):" in line]
+    assert "query[3]" in op_line and "error[1]" in op_line
