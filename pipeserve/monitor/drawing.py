@@ -188,7 +188,8 @@ def render(dag: shape_mod.DagShape, fmt: str, *, engine: str = "auto", title: st
     use_dot = engine == "dot" or (engine == "auto" and dot_available())
     if not use_dot:
         if fmt != "svg":
-            raise RuntimeError(f"format {fmt!r} needs Graphviz (dot), which is not installed; use svg or dot")
+            why = "the built-in drawing makes svg only" if engine == "builtin" else "Graphviz (dot) is not installed"
+            raise RuntimeError(f"format {fmt!r} needs Graphviz' dot: {why}; use svg or dot")
         return to_svg(dag, title=title).encode()
     dot = shutil.which("dot")
     if dot is None:

@@ -157,3 +157,14 @@ def test_graph_of_a_graph_file_beside_its_config_marks_remote_ops(tmp_path: Path
     assert set(alone.edges) == set(beside.edges) == IMDB_EDGES
     assert [n.id for n in beside.nodes if n.remote] == ["bow"]
     assert not any(n.remote for n in alone.nodes)
+
+
+def test_png_comes_from_graphviz_and_the_builtin_drawing_says_it_cannot(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = tmp_path / "graph.yml"
+    path.write_text(GRAPH_FILE)
+    assert cli.main(["graph", str(path), "-o", str(tmp_path / "dag.png"), "--engine", "dot"]) == 0
+    assert (tmp_path / "dag.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert cli.main(["graph", str(path), "-o", str(tmp_path / "x.png"), "--engine", "builtin"]) == 2
+    assert capsys.readouterr().err.strip() == (
+        "error: format 'png' needs Graphviz' dot: the built-in drawing makes svg only; use svg or dot"
+    )
