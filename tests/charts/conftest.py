@@ -12,6 +12,7 @@ import copy
 import dataclasses
 import os
 import pathlib
+import shutil
 import subprocess
 from collections.abc import Callable, Iterable
 from typing import Any
@@ -80,6 +81,35 @@ def render(helm: Helm) -> Render:
         return result.documents()
 
     return template
+
+
+Notes = Callable[..., str]
+
+
+@pytest.fixture(scope="session")
+def notes(helm: Helm, tmp_path_factory: pytest.TempPathFactory) -> Notes:
+    """The chart's NOTES.txt as `helm install` would print it (`helm template` never renders it).
+
+    Renders a copy of the chart in which one extra template passes NOTES.txt through ``tpl``.
+    """
+
+    def render_notes(chart: str, *sets: str, release: str = "rel", namespace: str = "ops") -> str:
+        copy = tmp_path_factory.mktemp("chart") / chart
+        shutil.copytree(CHARTS / chart, copy)
+        (copy / "files").mkdir(exist_ok=True)
+        shutil.copy(copy / "templates" / "NOTES.txt", copy / "files" / "notes-under-test.txt")
+        (copy / "templates" / "notes-under-test.yaml").write_text(
+            'notes: {{ tpl (.Files.Get "files/notes-under-test.txt") . | toJson }}\n'
+        )
+        args = template_args(chart, sets, release, namespace)
+        args[2] = str(copy)
+        result = helm(*args, "--show-only", "templates/notes-under-test.yaml")
+        assert result.returncode == 0, result.stderr
+        (doc,) = result.documents()
+        text: str = doc["notes"]
+        return text
+
+    return render_notes
 
 
 def template_args(chart: str, sets: Iterable[str], release: str = "rel", namespace: str = "ops") -> list[str]:

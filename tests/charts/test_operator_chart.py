@@ -13,7 +13,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from conftest import CHARTS, Helm, Render, template_args, validate_manifest
+from conftest import CHARTS, Helm, Notes, Render, template_args, validate_manifest
 
 from pipeserve.operator import crd, peering, rbac
 
@@ -190,3 +190,14 @@ def test_the_schema_rejects_unknown_keys_and_bad_types(helm: Helm, value: str, m
     result = helm(*template_args("pipeserve", [value]))
     assert result.returncode != 0
     assert message in result.stderr, result.stderr
+
+
+def test_the_notes_say_what_is_watched_how_to_apply_a_pipeline_and_reach_its_gateway(notes: Notes) -> None:
+    text = notes("pipeserve", *NAMESPACED, release="pipeserve", namespace="pipeserve-system")
+    assert "installed as pipeserve in namespace pipeserve-system, watching ml-prod, ml-staging." in text
+    assert "kubectl apply -n ml-prod -f pipelineservice.yaml" in text
+    assert "kubectl port-forward -n <namespace> svc/<name>-gateway" in text
+    assert "WARNING" not in text
+    assert notes("pipeserve", "crds.enabled=false").startswith(
+        "WARNING: crds.enabled is false; the PipelineService CRD must already be installed in this cluster."
+    )

@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 import yaml
-from conftest import CHARTS, ROOT, Helm, Render, custom_resource_errors, template_args
+from conftest import CHARTS, ROOT, Helm, Notes, Render, custom_resource_errors, template_args
 
 from pipeserve.operator import spec
 
@@ -86,3 +86,9 @@ def test_the_schema_rejects_unknown_keys_and_bad_values(helm: Helm, value: str, 
     result = helm(*template_args("pipeline", [value]))
     assert result.returncode != 0
     assert message in result.stderr, result.stderr
+
+
+def test_the_notes_show_how_to_reach_the_gateway(notes: Notes) -> None:
+    text = notes("pipeline", release="imdb", namespace="ml")
+    assert "kubectl port-forward -n ml svc/imdb-gateway 18070" in text
+    assert "curl -s http://127.0.0.1:18070/imdb/prediction" in text
