@@ -8,6 +8,13 @@ there (``inline``); the others queue for their workers, which take them in batch
 
 A request ends exactly once: with the ResponseOp's inputs, or with the first error. Its
 remaining work is dropped before it reaches a worker, and its admission slot is freed.
+
+While someone observes the engine (``observers``) or a request keeps its timeline, each op
+run also reports its stages (``observe.StageTiming``); otherwise none of that code runs.
+
+Over 500 lines: the request path (admission, fan-out and fan-in, batching, retries, payload
+references, observation) stays in one module so that it reads top to bottom; the op
+settings at the end are what the executor builds its nodes from.
 """
 
 from __future__ import annotations
