@@ -13,7 +13,7 @@ import sys
 from types import ModuleType
 
 import pytest
-from conftest import CHARTS
+from helm_harness import CHARTS
 
 from pipeserve.operator import crd, peering
 

@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 import yaml
-from conftest import CHARTS
+from helm_harness import CHARTS
 
 # Keys whose children are Kubernetes' own objects, documented by their parent.
 PASS_THROUGH = re.compile(r"(^|\.)(resources|requests|limits|tolerations|affinity|imagePullSecrets|nodeSelector)$")

@@ -13,7 +13,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from conftest import CHARTS, Helm, Notes, Render, template_args, validate_manifest
+from helm_harness import CHARTS, Helm, Notes, Render, template_args, validate_manifest
 
 from pipeserve.operator import crd, peering, rbac
 

@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 import yaml
-from conftest import CHARTS, ROOT, Helm, Notes, Render, custom_resource_errors, template_args
+from helm_harness import CHARTS, ROOT, Helm, Notes, Render, custom_resource_errors, template_args
 
 from pipeserve.operator import spec
 
