@@ -10,6 +10,8 @@ STAMP := $(VENV)/.installed
 HELM_VERSION := v3.22.0
 TOOLS := $(CURDIR)/.tools/bin
 HELM := $(TOOLS)/helm
+GO_TOOLCHAIN := go1.26.8
+GO_LOCAL := $(CURDIR)/.tools/go
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -40,10 +42,24 @@ protos: $(STAMP)
 	sed -i -E 's/^from pipeserve\.v1 import /from pipeserve.proto.pipeserve.v1 import /' pipeserve/proto/pipeserve/v1/*_pb2*.py*
 
 # Skipped when $(HELM) already is $(HELM_VERSION) (go records the module version in the binary).
+# Helm $(HELM_VERSION) needs Go >= 1.26: an older go on PATH (>= 1.21) fetches that toolchain
+# itself; with no go at all, $(GO_TOOLCHAIN) comes from the Go module proxy into .tools/go.
 helm:
-	@go version -m $(HELM) 2>/dev/null | grep -Eq '^\s+mod\s+helm.sh/helm/v3\s+$(HELM_VERSION)\s' \
+	@go=$$(command -v go || echo $(GO_LOCAL)/bin/go); \
+	if [ ! -x "$$go" ]; then \
+		arch=$$(uname -m | sed 's/x86_64/amd64/; s/aarch64/arm64/'); \
+		echo "no go on PATH: fetching $(GO_TOOLCHAIN) from the Go module proxy"; \
+		mkdir -p $(CURDIR)/.tools && rm -rf $(GO_LOCAL) $(CURDIR)/.tools/go-unzip && \
+		curl -fsSL -o $(CURDIR)/.tools/go.zip \
+			https://proxy.golang.org/golang.org/toolchain/@v/v0.0.1-$(GO_TOOLCHAIN).linux-$$arch.zip && \
+		$(PYTHON) -c 'import os, sys, zipfile; z = zipfile.ZipFile(sys.argv[1]); [os.chmod(z.extract(i, sys.argv[2]), i.external_attr >> 16 or 0o644) for i in z.infolist() if not i.is_dir()]' \
+			$(CURDIR)/.tools/go.zip $(CURDIR)/.tools/go-unzip && \
+		mv $(CURDIR)/.tools/go-unzip/golang.org/toolchain@v0.0.1-$(GO_TOOLCHAIN).linux-$$arch $(GO_LOCAL) && \
+		rm -rf $(CURDIR)/.tools/go.zip $(CURDIR)/.tools/go-unzip || exit 1; \
+	fi; \
+	"$$go" version -m $(HELM) 2>/dev/null | grep -Eq '^\s+mod\s+helm.sh/helm/v3\s+$(HELM_VERSION)\s' \
 		|| { echo "building helm $(HELM_VERSION) (a few minutes, once)"; \
-		     GOBIN=$(TOOLS) go install helm.sh/helm/v3/cmd/helm@$(HELM_VERSION); }
+		     GOBIN=$(TOOLS) "$$go" install helm.sh/helm/v3/cmd/helm@$(HELM_VERSION); }
 
 # The operator chart carries copies of files the operator package owns; this refreshes them.
 crds: $(STAMP)

@@ -24,7 +24,6 @@ import shlex
 import subprocess
 import sys
 import tomllib
-from typing import Any
 
 import pytest
 import yaml
