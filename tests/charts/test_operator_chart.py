@@ -165,7 +165,7 @@ def test_bad_values_fail_once_naming_every_problem_and_its_fix(helm: Helm) -> No
     ) in result.stderr
 
 
-def test_namespaces_named_twice_or_with_all_namespaces_fail(helm: Helm) -> None:
+def test_namespaces_named_twice_or_with_all_namespaces_fail(helm: Helm, render: Render) -> None:
     result = helm(*template_args("pipeserve", ["operator.watchNamespaces={a,a}"]))
     assert result.returncode != 0
     assert (
@@ -174,6 +174,9 @@ def test_namespaces_named_twice_or_with_all_namespaces_fail(helm: Helm) -> None:
         "or --set operator.watchNamespaces=null to watch all"
     ) in result.stderr
     assert "operator.watchNamespaces [a a] names a namespace twice: list each once" in result.stderr
+    # the fix it suggests works
+    fixed = render("pipeserve", "operator.watchNamespaces={a}", "operator.watchNamespaces=null")
+    assert "--all-namespaces" in operator_container(fixed)["args"]
 
 
 @pytest.mark.parametrize(

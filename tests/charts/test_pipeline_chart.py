@@ -63,8 +63,8 @@ def test_a_duplicate_op_name_fails_naming_the_op_and_the_fix(helm: Helm) -> None
     assert result.returncode != 0
     assert (
         "ERROR: invalid values for the pipeline chart:\n"
-        '  - spec.ops[1].name "bow" is used by an earlier op: give each op its own name, '
-        "--set spec.ops[1].name=<unique name>\n"
+        '  - spec.ops[1].name "bow" is used by an earlier op: give each op its own name in the spec.ops list '
+        "of your values file (--set on one list item replaces the whole list)\n"
     ) in result.stderr
 
 

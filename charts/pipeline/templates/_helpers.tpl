@@ -21,7 +21,7 @@ The operator checks the DAG itself (cycles, unknown inputs) and reports it in th
 {{- $names := list -}}
 {{- range $i, $op := .Values.spec.ops -}}
 {{- if has $op.name $names -}}
-{{- $errors = append $errors (printf "spec.ops[%d].name %q is used by an earlier op: give each op its own name, --set spec.ops[%d].name=<unique name>" $i $op.name $i) -}}
+{{- $errors = append $errors (printf "spec.ops[%d].name %q is used by an earlier op: give each op its own name in the spec.ops list of your values file (--set on one list item replaces the whole list)" $i $op.name) -}}
 {{- end -}}
 {{- $names = append $names $op.name -}}
 {{- end -}}

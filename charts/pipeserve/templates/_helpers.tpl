@@ -86,7 +86,8 @@ fixes it, and the chart fails once with all of them.
 {{- if and (not $op.watchAllNamespaces) (not $op.watchNamespaces) -}}
 {{- $errors = append $errors "operator.watchNamespaces is empty and operator.watchAllNamespaces is false, so the operator would watch nothing: --set operator.watchNamespaces={my-namespace} or --set operator.watchAllNamespaces=true" -}}
 {{- end -}}
-{{- if ne (len (uniq $op.watchNamespaces)) (len $op.watchNamespaces) -}}
+{{- $namespaces := $op.watchNamespaces | default list -}}
+{{- if ne (len (uniq $namespaces)) (len $namespaces) -}}
 {{- $errors = append $errors (printf "operator.watchNamespaces %v names a namespace twice: list each once" $op.watchNamespaces) -}}
 {{- end -}}
 {{- if and (gt (int $op.replicas) 1) (not $op.peering.enabled) -}}
