@@ -224,6 +224,7 @@ def _result(response: pb.Response, fetch: Sequence[str] | None) -> PredictResult
         values = {key: value for key, value in values.items() if key in fetch}
     if not response.timeline:
         return PredictResult(response.err_no, response.err_msg, values)
+    values.pop(profile_mod.PROFILE_KEY, None)  # the same timeline, for the seeds' client
     timeline = [
         observe.StageTiming(
             span.op, span.stage, tuple(span.data_ids), tuple(span.log_ids), span.start_ns, span.end_ns, span.where

@@ -16,7 +16,7 @@ import logging
 from typing import Any
 
 from pipeserve import codec
-from pipeserve.pipeline import channel, config, errors, executor
+from pipeserve.pipeline import channel, config, errors, executor, profile
 from pipeserve.pipeline import op as op_mod
 from pipeserve.proto.pipeserve.v1 import pipeline_service_pb2 as pb
 
@@ -84,6 +84,10 @@ class Gateway:
         data_id = self.executor.next_data_id()
         log_id = request.logid or 0
         self.check_route(name, method)
+        wants_timeline = bool(request.profile)
+        keys = request.key
+        if keys and keys[-1] == profile.PROFILE_KEY:  # the seeds' client asks for it so
+            wants_timeline = _drop_profile_key(request)
         if not self.ready:
             raise errors.ClosedError(
                 "server is shutting down; retry on another replica"
@@ -94,9 +98,8 @@ class Gateway:
             values: Any = codec.values_from_fields(request)
         else:
             values, log_id = self._unpack(request, data_id, log_id)
-        profile = bool(request.profile)
-        result = await self.executor.run(values, data_id, log_id, bool(request.batch), profile)
-        if not profile:
+        result = await self.executor.run(values, data_id, log_id, bool(request.batch), wants_timeline)
+        if not wants_timeline:
             result.timeline = None  # kept for dag.use_profile only: not for this caller
         return result
 
@@ -152,12 +155,26 @@ class Gateway:
 
 
 def add_timeline(response: pb.Response, timeline: list[Any]) -> None:
-    """Put a request's timeline (``observe.StageTiming``s) into its Response."""
+    """Put a request's timeline (``observe.StageTiming``s) into its Response: in
+    ``timeline``, and as the seeds' client reads it, a profile line under the key
+    ``pipeline.profile``."""
+    call = timeline[0]
+    response.key.append(profile.PROFILE_KEY)
+    response.value.append(profile.format_line(call.data_ids[0], call.log_ids[0], timeline))
     for timing in timeline:
         response.timeline.add(
             op=timing.op, stage=timing.stage, start_ns=timing.start_ns, end_ns=timing.end_ns,
             where=timing.where, data_ids=timing.data_ids, log_ids=timing.log_ids,
         )  # fmt: skip
+
+
+def _drop_profile_key(request: pb.Request | codec.RequestFields) -> bool:
+    """Remove the seeds' ``pipeline.profile`` request key (and its value) from the values."""
+    keys = request.key
+    del keys[-1]
+    if len(request.value) > len(keys):
+        del request.value[-1]
+    return True
 
 
 def _error_response(error: errors.PipelineError) -> pb.Response:

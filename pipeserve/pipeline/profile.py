@@ -25,6 +25,9 @@ from pipeserve.pipeline import observe
 
 PREFIX = "PROFILE"
 PROFILE_LOG = "pipeline.profile"
+PROFILE_KEY = "pipeline.profile"
+"""The key/value pair by which the seeds' client asks for its request's profile (value
+``"1"``) and finds it in the response (the profile line)."""
 
 
 def format_line(data_id: int, log_id: int, timeline: Iterable[observe.StageTiming], pid: int | None = None) -> str:

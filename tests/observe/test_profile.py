@@ -186,6 +186,30 @@ async def test_the_client_gets_its_requests_timeline_without_use_profile(
     assert not (running.log_dir / "pipeline.profile").exists()  # the server profiles nothing else
 
 
+class Keys(Op):
+    def preprocess(self, input_dicts: dict[str, Any]) -> dict[str, Any]:
+        (inputs,) = input_dicts.values()
+        return {"keys": ",".join(sorted(inputs))}
+
+
+async def test_a_seed_client_asking_with_the_profile_key_gets_the_profile_line(serve: Any) -> None:
+    import grpc
+
+    from pipeserve.proto.pipeserve.v1 import pipeline_service_pb2 as pb
+    from pipeserve.proto.pipeserve.v1 import pipeline_service_pb2_grpc as pb_grpc
+
+    running = await serve(ResponseOp(input_ops=[Keys(name="keys", input_ops=[RequestOp()])]), name="keys")
+    request = pb.Request(key=["text", "pipeline.profile"], value=["hi", "1"], name="keys", logid=6)
+    async with grpc.aio.insecure_channel(running.grpc_target) as channel:
+        response = await pb_grpc.PipelineServiceStub(channel).inference(request, timeout=DEADLINE_S)
+
+    assert response.err_no == 0
+    values = dict(zip(response.key, response.value))
+    assert values["keys"] == "text"  # the profile key never reached the ops
+    (span,) = [s for s in profile.parse([values["pipeline.profile"]]) if s.op == "keys" and s.stage == "midp"]
+    assert span.log_id == 6
+
+
 def test_the_seeds_own_timeline_lines_are_read() -> None:
     line = "PROFILE\tpid:3177\tprep#[bow|0]_0:1600000000000100 prep#[bow|0]_1:1600000000000350 "
     (span,) = profile.parse([line])
