@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import pytest
@@ -120,6 +121,8 @@ def test_it_should_install_the_operator_packages_crd_and_keep_it_on_uninstall(re
     expected = crd.load_crd()
     assert metadata["name"] == expected.pop("metadata")["name"]
     assert rendered == expected
+    # and with the same types: Helm's YAML round trip must not turn 1 into 1.0
+    assert json.dumps(rendered, sort_keys=True) == json.dumps(expected, sort_keys=True)
 
 
 def test_it_should_leave_the_crd_out_or_unkept_when_asked(render: Render) -> None:
