@@ -122,7 +122,10 @@ class DagExecutor:
             self.observers.add(self.tracer)
             self._tasks.add(asyncio.create_task(self.tracer.run(), name="tracer"))
         if self.use_profile and self.profile_sink is None:
-            self.profile_sink = profile.ProfileSink(self.config.log_dir)
+            rotation = self.config.log.rotation[logs.PIPELINE_LOG]
+            self.profile_sink = profile.ProfileSink(
+                self.config.log_dir, max_bytes=rotation.max_bytes, backup_count=rotation.backup_count
+            )
         if self.config.log.level == "DEBUG":
             self.observers.add(logs.RequestLog())
 

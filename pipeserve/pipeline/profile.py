@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import logging.handlers
 import os
 import sys
 from collections.abc import Iterable, Iterator
@@ -109,13 +110,20 @@ def _spans(events: str, pid: int, data_id: int, log_id: int) -> Iterator[Span]:
 
 
 class ProfileSink:
-    """Writes each profiled request's line to standard output and to ``pipeline.profile``."""
+    """Writes each profiled request's line to standard output and to ``pipeline.profile``
+    (rotating like pipeline.log: ``max_bytes``, ``backup_count``)."""
 
-    def __init__(self, log_dir: str | None, stream: TextIO | None = None) -> None:
+    def __init__(
+        self,
+        log_dir: str | None,
+        stream: TextIO | None = None,
+        max_bytes: int = 512_000_000,
+        backup_count: int = 20,
+    ) -> None:
         self._stream = stream
         self._logger: logging.Logger | None = None
         if log_dir is not None:
-            self._logger = _file_logger(os.path.join(log_dir, PROFILE_LOG))
+            self._logger = _file_logger(os.path.join(log_dir, PROFILE_LOG), max_bytes, backup_count)
 
     def __call__(self, result: Any) -> None:
         line = format_line(result.data_id, result.log_id, result.timeline or ())
@@ -126,7 +134,7 @@ class ProfileSink:
             self._logger.info(line)
 
 
-def _file_logger(path: str) -> logging.Logger:
+def _file_logger(path: str, max_bytes: int, backup_count: int) -> logging.Logger:
     logger = logging.getLogger("pipeserve.profile")
     logger.propagate = False
     logger.setLevel(logging.INFO)
@@ -136,7 +144,7 @@ def _file_logger(path: str) -> logging.Logger:
         logger.removeHandler(handler)
         handler.close()
     os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
-    handler = logging.FileHandler(path, delay=True)
+    handler = logging.handlers.RotatingFileHandler(path, maxBytes=max_bytes, backupCount=backup_count, delay=True)
     handler.setFormatter(logging.Formatter("%(message)s"))
     logger.addHandler(handler)
     return logger

@@ -186,3 +186,20 @@ async def test_queue_depths_name_every_op_and_count_waiting_samples(serve: Any) 
         gate.set()
     await asyncio.wait_for(asyncio.gather(*sent), DEADLINE_S)
     assert executor.queue_depths() == {"gated": 0, "after": 0} and executor.in_flight == 0
+
+
+async def test_stages_run_in_a_worker_process_come_back_with_their_times(serve: Any) -> None:
+    read = RequestOp()
+    double = Double(name="double", input_ops=[read])
+    running = await serve(ResponseOp(input_ops=[double]), {"dag": {"is_thread_op": False}, "op": {"double": {}}})
+    recorder = Recorder()
+    running.server.gateway.executor.observers.add(recorder)
+
+    body = await post(running, "21", 3)
+
+    assert body["err_no"] == 0 and body["value"] == ["42"]
+    assert [t.stage for t in recorder.stages] == list(observe.STAGES)
+    edges = [edge for t in recorder.stages for edge in (t.start_ns, t.end_ns)]
+    assert edges == sorted(edges)  # the child's clock is the server's wall clock
+    (prep,) = [t for t in recorder.stages if t.stage == "prep"]
+    assert prep.where == "" and prep.log_ids == (3,)
