@@ -18,6 +18,7 @@ from helm_harness import CHARTS, ROOT, Helm, Notes, Render, custom_resource_erro
 from pipeserve.operator import spec
 
 EXAMPLE = ROOT / "examples" / "imdb_ensemble" / "pipelineservice.yaml"
+EXAMPLES = sorted((ROOT / "examples").glob("*/pipelineservice*.yaml"))
 
 
 def test_default_values_render_the_imdb_example(helm: Helm, render: Render) -> None:
@@ -92,3 +93,31 @@ def test_the_notes_show_how_to_reach_the_gateway(notes: Notes) -> None:
     text = notes("pipeline", release="imdb", namespace="ml")
     assert "kubectl port-forward -n ml svc/imdb-gateway 18070" in text
     assert "curl -s http://127.0.0.1:18070/imdb/prediction" in text
+
+
+@pytest.mark.parametrize("example", EXAMPLES, ids=lambda p: f"{p.parent.name}/{p.name}")
+def test_every_example_resource_renders_back_from_values(
+    helm: Helm, tmp_path: pathlib.Path, example: pathlib.Path
+) -> None:
+    resource = yaml.safe_load(example.read_text())
+    values = tmp_path / "values.yaml"
+    values.write_text(yaml.safe_dump({"name": resource["metadata"]["name"], "spec": resource["spec"]}))
+    lint = helm("lint", str(CHARTS / "pipeline"), "--strict", "-f", str(values))
+    assert lint.returncode == 0, lint.stdout + lint.stderr
+    result = helm(*template_args("pipeline", []), "-f", str(values))
+    assert result.returncode == 0, result.stderr
+    (rendered,) = result.documents()
+    assert rendered["metadata"]["name"] == resource["metadata"]["name"]
+    # Helm merges values over the chart's defaults: maps key by key, lists replaced whole
+    assert rendered["spec"] == helm_merge(default_values()["spec"], resource["spec"])
+    assert custom_resource_errors(rendered) == []
+    spec.validate(rendered["spec"])
+
+
+def helm_merge(defaults: Any, given: Any) -> Any:
+    if not (isinstance(defaults, dict) and isinstance(given, dict)):
+        return given
+    merged = dict(defaults)
+    for key, value in given.items():
+        merged[key] = helm_merge(defaults.get(key), value)
+    return merged
