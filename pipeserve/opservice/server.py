@@ -34,7 +34,7 @@ from grpc_reflection.v1alpha import reflection
 from pipeserve.monitor import metered_store
 from pipeserve.monitor import metrics as metrics_mod
 from pipeserve.monitor import tracing
-from pipeserve.opservice import metered, payloads, service
+from pipeserve.opservice import metrics_endpoint, payloads, service
 from pipeserve.pipeline import config as config_mod
 from pipeserve.pipeline import config_parse as parse
 from pipeserve.pipeline import errors, executor, logs, workers
@@ -81,23 +81,18 @@ class OpServer:
         self.workers = executor.make_workers(op, op_config, config)
         self.store = payloads.open_shared_store(config)
         self.metrics: metrics_mod.PipelineMetrics | None = None
-        self.handler: service.OpHandler
-        if settings.metrics_port is None:
-            self.handler = service.OpHandler(
-                op.name, self.workers, config.max_request_bytes, self.store, config.payload.threshold_bytes
-            )
-        else:
-            self.metrics = metrics_mod.PipelineMetrics(op.name, in_flight=lambda: handler.in_flight)
+        if settings.metrics_port is not None:
+            self.metrics = metrics_mod.PipelineMetrics(op.name, in_flight=lambda: self.handler.running)
             self.store = metered_store.metered(self.store, self.metrics)
-            handler = metered.MeteredHandler(
-                op.name, self.workers, config.max_request_bytes, self.store, config.payload.threshold_bytes,
-                metrics=self.metrics,
-            )  # fmt: skip
-            self.handler = handler
+        self.handler = service.OpHandler(
+            op.name, self.workers, config.max_request_bytes, self.store, config.payload.threshold_bytes
+        )
+        if self.metrics is not None:
+            self.handler.observers.add(self.metrics)
         self.port: int | None = None
         self.metrics_port: int | None = None
         """Where the metrics are served, once started."""
-        self._metrics_endpoint: metered.MetricsEndpoint | None = None
+        self._metrics_endpoint: metrics_endpoint.MetricsEndpoint | None = None
         self._server: grpc.aio.Server | None = None
         self._health: health.aio.HealthServicer | None = None
 
@@ -135,7 +130,7 @@ class OpServer:
         self._server = server
         if self.metrics is not None and self.settings.metrics_port is not None:
             try:
-                self._metrics_endpoint = metered.start(self.metrics, host, self.settings.metrics_port)
+                self._metrics_endpoint = metrics_endpoint.start(self.metrics, host, self.settings.metrics_port)
             except OSError:
                 await server.stop(0)
                 raise

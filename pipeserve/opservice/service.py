@@ -57,6 +57,11 @@ class OpHandler:
         self._tracer_task: asyncio.Task[None] | None = None
         self._running = 0
 
+    @property
+    def running(self) -> int:
+        """Samples being run now."""
+        return self._running
+
     def start_observing(self, config: config_mod.ServerConfig) -> None:
         """Trace (``dag.tracer``) and log each batch at DEBUG (``log.level``), as the
         gateway does, into this service's own log directory."""

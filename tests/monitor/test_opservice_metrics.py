@@ -4,7 +4,7 @@ Aspects, with a real op service on loopback behind a real gateway:
 - the op service's ``/metrics`` (its own port) counts every sample by err_no, its batches
   and stages, and the sample its op failed;
 - the gateway counts the stages the op service ran under ``where="remote:<endpoint>"``;
-- without a metrics port the op service runs the plain handler and opens no port;
+- without a metrics port nothing listens to the op service and no port is opened;
 - ``pipeserve opservice --metrics-port 0`` prints where its metrics are and serves them.
 """
 
@@ -24,7 +24,6 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from pipeserve import Op, RequestOp, ResponseOp
-from pipeserve.opservice import metered, service
 from pipeserve.opservice.server import OpServer, Settings
 from pipeserve.pipeline import config as config_mod
 
@@ -80,7 +79,7 @@ async def test_an_op_service_counts_its_samples_batches_and_errors_on_its_own_po
     server = OpServer(TagOp(name="tag"), config_mod.load({"http_port": 0, **tag_config()}), settings)
     port = await server.start()
     op_servers.append(server)
-    assert isinstance(server.handler, metered.MeteredHandler)
+    assert server.metrics is not None and server.handler.observers.active
     assert server.metrics_port not in (None, 0, port)
     endpoint = f"127.0.0.1:{port}"
     running = await serve(ResponseOp(input_ops=[TagOp(name="tag", input_ops=[RequestOp()])]), tag_config(endpoint))
@@ -105,7 +104,10 @@ async def test_an_op_service_counts_its_samples_batches_and_errors_on_its_own_po
     assert remote[("pipeserve_op_batch_size_sum", (("op", "tag"),))] == GOOD + 1
     batches = remote[("pipeserve_op_batch_size_count", (("op", "tag"),))]
     assert batches == gateway[("pipeserve_op_batch_size_count", (("op", "tag"),))]
-    assert remote[("pipeserve_op_stage_duration_seconds_count", (("op", "tag"), ("stage", "prep"), ("where", "local")))] == batches
+    for stage in ("in", "prep", "out"):
+        key = ("pipeserve_op_stage_duration_seconds_count", (("op", "tag"), ("stage", stage), ("where", "local")))
+        assert remote[key] == batches, stage
+    assert remote[("pipeserve_op_duration_seconds_count", (("op", "tag"),))] == GOOD + 1
     assert remote[("pipeserve_requests_in_flight", ())] == 0
 
     where = ("where", f"remote:{endpoint}")
@@ -115,11 +117,11 @@ async def test_an_op_service_counts_its_samples_batches_and_errors_on_its_own_po
     assert gateway[("pipeserve_requests_total", (("err_no", "0"), ("service", "t")))] == GOOD
 
 
-async def test_without_a_metrics_port_an_op_service_keeps_the_plain_handler(op_servers: list[OpServer]) -> None:
+async def test_without_a_metrics_port_nothing_listens_to_an_op_service(op_servers: list[OpServer]) -> None:
     server = OpServer(TagOp(name="tag"), config_mod.load({"http_port": 0, **tag_config()}), Settings(host="127.0.0.1"))
     await server.start()
     op_servers.append(server)
-    assert type(server.handler) is service.OpHandler
+    assert not server.handler.observers.active
     assert server.metrics is None and server.metrics_port is None
 
 
