@@ -68,6 +68,12 @@ async def reconcile(body: kopf.Body, name: str, namespace: str | None, memo: Any
     namespace = namespace or "default"  # PipelineServices are namespaced; kopf types allow None
     parent = copy.deepcopy(dict(body))
     generation = int(parent["metadata"].get("generation") or 0)
+    current = await memo.kube.get(resources.PIPELINE_SERVICES, namespace, name)
+    if current is None or current["metadata"].get("uid") != parent["metadata"].get("uid"):
+        # kopf may still hold an event from before a deletion (its own bookkeeping patch then
+        # fails): do not re-create children of a PipelineService that is gone.
+        logger.info(f"PipelineService {name} is gone; nothing to do")
+        return
     try:
         children = render.render_children(parent)
     except spec.InvalidSpecError as exc:

@@ -76,7 +76,9 @@ class ApiEmulator(kmock.KubernetesEmulator):
             elif isinstance(request.data, list):  # JSON patch
                 request.data.append({"op": "add", "path": "/metadata/resourceVersion", "value": self._next_revision()})
         response = await super()._handle(request)
-        if request.resource is not None and request.action in (kmock.action.DELETE, kmock.action.UPDATE):
+        if request.resource is not None and request.action in (
+            kmock.action.CREATE, kmock.action.DELETE, kmock.action.UPDATE
+        ):  # fmt: skip
             await self._collect_garbage()
         return response
 
@@ -107,7 +109,9 @@ class ApiEmulator(kmock.KubernetesEmulator):
             yield event
 
     async def _collect_garbage(self) -> None:
-        """Delete objects whose owners are all gone, until nothing more goes (cascades)."""
+        """Delete objects whose owners are all gone, until nothing more goes (cascades).
+
+        Also right after a create: a child whose owner was deleted meanwhile goes at once."""
         async with self._lock:
             while True:
                 live = [(key, obj) for key, obj in self._objects.items() if not obj.deleted]
