@@ -16,7 +16,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="watch this namespace (repeat for several)",
     )  # fmt: skip
     scope.add_argument("-A", "--all-namespaces", action="store_true", help="watch every namespace")
-    parser.add_argument("--liveness", metavar="URL", help="serve kopf's liveness probe here, e.g. http://0.0.0.0:8080/healthz")
+    parser.add_argument(
+        "--liveness", metavar="URL", help="serve kopf's liveness probe here, e.g. http://0.0.0.0:8080/healthz"
+    )
     peers = parser.add_mutually_exclusive_group()
     peers.add_argument(
         "--peering", metavar="NAME",

@@ -132,7 +132,7 @@ def covers(live: Any, wanted: Any) -> bool:
     """Whether ``live`` has everything ``wanted`` has (maps: a superset; lists: the same
     length, element by element; anything else: equal)."""
     if isinstance(wanted, Mapping):
-        return isinstance(live, Mapping) and all(key in live and covers(live[key], value) for key, value in wanted.items())
+        return isinstance(live, Mapping) and all(key in live and covers(live[key], want) for key, want in wanted.items())
     if isinstance(wanted, list):
         return isinstance(live, list) and len(live) == len(wanted) and all(map(covers, live, wanted))
     return bool(live == wanted)

@@ -43,7 +43,9 @@ class Client:
             return None
         return found
 
-    async def list(self, resource: resources.Resource, namespace: str, labels: Mapping[str, str]) -> list[dict[str, Any]]:
+    async def list(
+        self, resource: resources.Resource, namespace: str, labels: Mapping[str, str]
+    ) -> list[dict[str, Any]]:
         """Objects in ``namespace`` carrying all ``labels``; [] when the API has no such resource.
 
         The labels are also checked here, not only by the server's label selector, so a

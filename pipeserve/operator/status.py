@@ -135,7 +135,7 @@ def _state(rendered: Mapping[str, Any], live: Mapping[str, Any] | None) -> Deplo
         desired = 1 if rendered_replicas is None else int(rendered_replicas)
         return DeploymentState(name, component, op, desired, 0, exists=False, ready=desired == 0, failure=None)
     live_replicas = live.get("spec", {}).get("replicas")
-    desired = int(live_replicas if live_replicas is not None else rendered_replicas if rendered_replicas is not None else 1)
+    desired = int(next((n for n in (live_replicas, rendered_replicas) if n is not None), 1))
     status = live.get("status") or {}
     ready_replicas = int(status.get("readyReplicas") or 0)
     available = int(status.get("availableReplicas") or 0)
