@@ -4,7 +4,7 @@ Aspects, over real HTTP on loopback:
 - N good requests and one failing: ``pipeserve_requests_total`` by err_no, the request
   histogram, per-op sample histograms and error counters all match what was sent;
 - batches: the batch size histogram sums to the samples, one stage timing per stage per batch;
-- the queue depth and in-flight gauges are exported for every op;
+- the queue depth and in-flight gauges follow a queue that grows behind a blocked op and drains;
 - the live figures name every op with its count, QPS, percentiles and errors;
 - with metrics off nothing listens to the engine and ``/metrics`` says how to turn it on.
 """
@@ -12,6 +12,8 @@ Aspects, over real HTTP on loopback:
 from __future__ import annotations
 
 import asyncio
+import threading
+import time
 
 import httpx
 from prometheus_client.parser import text_string_to_metric_families
@@ -120,3 +122,53 @@ async def test_with_metrics_off_nothing_listens_and_metrics_says_how_to_turn_the
     assert status == {
         "service": "t", "metrics": False, "reason": "metrics are off: set metrics: true in config.yml",
     }  # fmt: skip
+
+
+class Gated(Op):
+    """Holds every batch until the test opens the gate."""
+
+    gate = threading.Event()
+
+    def process(self, feed_list, typical_logid):
+        self.gate.wait(10)
+        return feed_list
+
+
+async def gauges(http: httpx.AsyncClient) -> tuple[float, ...]:
+    """Queue depth and requests in flight, by /metrics then by /status.json, and the op's count."""
+    got = scrape((await http.get("/metrics")).text)
+    status = (await http.get("/status.json")).json()
+    return (
+        got[("pipeserve_op_queue_depth", (("op", "gated"),))], status["ops"]["gated"]["queue"],
+        got[("pipeserve_requests_in_flight", ())], status["requests"]["in_flight"], status["ops"]["gated"]["count"],
+    )  # fmt: skip
+
+
+async def wait_for_gauges(http: httpx.AsyncClient, ok) -> tuple[float, ...]:  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + 10
+    while True:
+        figures = await gauges(http)
+        if ok(*figures) or time.monotonic() > deadline:
+            return figures
+        await asyncio.sleep(0.02)
+
+
+async def test_queue_depth_and_in_flight_follow_a_blocked_op(serve) -> None:
+    Gated.gate.clear()
+    running = await serve(ResponseOp(input_ops=[Gated(name="gated", input_ops=[RequestOp()])]), {"metrics": True})
+    executor = running.server._serving.executor
+    sent = 5
+    async with running.http() as http:
+        try:
+            posts = [asyncio.create_task(post(http, str(i))) for i in range(sent)]
+            queue, queue_shown, in_flight, in_flight_shown, _ = await wait_for_gauges(
+                http, lambda q, qs, f, fs, c: q == qs > 0 and f == fs == sent
+            )
+            assert in_flight == in_flight_shown == sent
+            # Of the five, the worker holds one and may have taken the next; the rest wait.
+            assert 0 < queue == queue_shown == executor.queue_depths()["gated"] <= sent - 1
+        finally:
+            Gated.gate.set()
+        assert [answer["err_no"] for answer in await asyncio.gather(*posts)] == [0] * sent
+        drained = await wait_for_gauges(http, lambda *figures: figures == (0, 0, 0, 0, sent))
+        assert drained == (0, 0, 0, 0, sent)
