@@ -11,15 +11,17 @@ provider, which is used as it is.
   with one child per stage; stages an op service ran carry ``pipeserve.where``.
 - A batch sent to an op service carries every sample's context in gRPC metadata
   (``traceparent`` for the first sample, ``pipeserve-traceparents`` for all, in batch order);
-  the op service opens one span per sample, a child of that sample's request span.
+  the op service opens one span per sample, a child of that sample's span of the op.
 
-Op spans are made when the op's stages are reported, after it ran, with the stages' own
-start and end times.
+Stage spans, and the spans of ops that run in the gateway, are made when the op's stages
+are reported, after it ran, with the stages' own start and end times; the span of an op
+in op services opens when its batch is sent, so that it can be the remote span's parent.
 """
 
 from __future__ import annotations
 
 import contextvars
+import functools
 import os
 import time
 from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
@@ -98,14 +100,16 @@ class GatewayTracing:
         self.requests: dict[int, Any] = {}
         """The open request span of each data_id in the DAG."""
         self._runs: dict[tuple[str, int], list[observe.StageTiming]] = {}
+        self._open_ops: dict[tuple[str, int], Any] = {}
+        """Spans of ops in op services, opened when their batch was sent, by (op, data_id)."""
 
     def install(self, executor: Any) -> None:
         """Trace ``executor``'s requests and ops, and carry contexts to its op services."""
         executor.run = self.wrap(executor.run)
         executor.observers.add(self)
-        for node in executor.nodes.values():
+        for name, node in executor.nodes.items():
             if hasattr(node.workers, "trace_metadata"):  # an op that runs in op services
-                node.workers.trace_metadata = self.metadata_for
+                node.workers.trace_metadata = functools.partial(self.metadata_for, op=name)
 
     def wrap(self, run: RunFn) -> RunFn:
         """``executor.run`` inside a request span that continues the caller's trace."""
@@ -131,14 +135,29 @@ class GatewayTracing:
 
         return traced
 
-    def metadata_for(self, samples: Sequence[Any]) -> list[tuple[str, str]]:
-        """gRPC metadata carrying each sample's request context to an op service."""
+    def metadata_for(self, samples: Sequence[Any], op: str) -> list[tuple[str, str]]:
+        """gRPC metadata carrying, for each sample, the context of its span of ``op``.
+
+        The op's span opens here, at the batch's arrival at the op (its ``in`` stage), so
+        that the op service's spans are its children; it closes with the op's ``out``.
+        A retried batch keeps the spans it opened.
+        """
         from opentelemetry import propagate, trace
 
+        arrived = min((sample.queued_ns for sample in samples if sample.queued_ns), default=time.time_ns())
         parents = []
         for sample in samples:
             carrier: dict[str, str] = {}
-            span = self.requests.get(sample.data_id)
+            key = (op, sample.data_id)
+            span = self._open_ops.get(key)
+            request = self.requests.get(sample.data_id)
+            if span is None and request is not None:
+                if len(self._open_ops) > _RUNS_LIMIT:
+                    self._open_ops.clear()
+                span = self._open_ops[key] = self.tracer.start_span(
+                    f"op {op}", context=trace.set_span_in_context(request), start_time=arrived,
+                    attributes={"pipeserve.op": op, "pipeserve.batch_size": len(samples)},
+                )  # fmt: skip
             if span is not None:
                 propagate.inject(carrier, context=trace.set_span_in_context(span))
             parents.append(carrier.get("traceparent", ""))
@@ -173,15 +192,18 @@ class GatewayTracing:
             request = self.requests.get(data_id)
             if request is None:
                 continue
-            attributes: dict[str, str | int] = {"pipeserve.op": first.op, "pipeserve.batch_size": len(first.data_ids)}
-            op_span = self.tracer.start_span(
-                f"op {first.op}", context=trace.set_span_in_context(request),
-                start_time=first.start_ns, attributes=attributes,
-            )  # fmt: skip
+            op_span = self._open_ops.pop((first.op, data_id), None)
+            if op_span is None:
+                attributes: dict[str, str | int] = {"pipeserve.op": first.op, "pipeserve.batch_size": len(first.data_ids)}
+                op_span = self.tracer.start_span(
+                    f"op {first.op}", context=trace.set_span_in_context(request),
+                    start_time=first.start_ns, attributes=attributes,
+                )  # fmt: skip
             inside = trace.set_span_in_context(op_span)
             for timing in run:
                 stage_span = self.tracer.start_span(
-                    f"{timing.op} {timing.stage}", context=inside, start_time=timing.start_ns,
+                    f"{timing.op} {timing.stage}{' (op service)' if timing.where else ''}",
+                    context=inside, start_time=timing.start_ns,
                     attributes={"pipeserve.stage": timing.stage, "pipeserve.where": timing.where or "local"},
                 )  # fmt: skip
                 stage_span.end(end_time=timing.end_ns)

@@ -3,8 +3,8 @@
 Aspects, with the SDK's in-memory exporter and a real op service on loopback:
 - an HTTP ``traceparent`` is continued: the gateway's request span is its child, each op a
   child of the request, each stage a child of its op;
-- the op service's span for the sample is a child of the same request span, in the same
-  trace, carried in gRPC metadata;
+- the op service's span for the sample is a child of the gateway's span of that op, in the
+  same trace, carried in gRPC metadata;
 - the same through the gRPC front door, from the call's metadata;
 - without ``OTEL_EXPORTER_OTLP_ENDPOINT`` nothing is traced.
 """
@@ -31,6 +31,7 @@ from pipeserve.proto.pipeserve.v1 import pipeline_service_pb2_grpc as pb_grpc
 
 HTTP_TRACE, HTTP_PARENT = "0af7651916cd43dd8448eb211c80319c", "b7ad6b7169203331"
 GRPC_TRACE, GRPC_PARENT = "4bf92f3577b34da6a3ce929d0e0e4736", "00f067aa0ba902b7"
+NAMES = {"t request", "op tag", "tag in", "tag out", "tag (op service)", "tag prep (op service)"}
 
 
 class TagOp(Op):
@@ -89,26 +90,24 @@ async def start(serve: Any, op_servers: list[OpServer]) -> Any:
     return await serve(ResponseOp(input_ops=[TagOp(name="tag", input_ops=[RequestOp()])]), config)
 
 
-def check_trace(found: dict[str, ReadableSpan], parent_hex: str) -> None:
+def check_trace(found: dict[str, ReadableSpan], parent_hex: str, endpoint: str) -> None:
     request, op, remote = found["t request"], found["op tag"], found["tag (op service)"]
     assert parent_of(request) == int(parent_hex, 16)
     assert request.kind == trace.SpanKind.SERVER
     assert request.attributes is not None and request.attributes["pipeserve.err_no"] == 0
     assert parent_of(op) == request.context.span_id
-    for stage in ("in", "prep", "midp", "postp", "out"):
+    for stage in ("in", "out", "in (op service)", "prep (op service)", "midp (op service)", "postp (op service)"):
         assert parent_of(found[f"tag {stage}"]) == op.context.span_id, stage
-    assert found["tag prep"].attributes == {"pipeserve.stage": "prep", "pipeserve.where": "remote:" + remote_endpoint(found)}
-    assert parent_of(remote) == request.context.span_id
+    assert found["tag in"].attributes == {"pipeserve.stage": "in", "pipeserve.where": "local"}
+    assert found["tag prep (op service)"].attributes == {"pipeserve.stage": "prep", "pipeserve.where": "remote:" + endpoint}
+    assert parent_of(remote) == op.context.span_id
     assert remote.kind == trace.SpanKind.SERVER
     assert request.start_time <= op.start_time <= remote.start_time <= remote.end_time <= op.end_time <= request.end_time
+    assert op.start_time == found["tag in"].start_time and op.end_time == found["tag out"].end_time
 
 
-def remote_endpoint(found: dict[str, ReadableSpan]) -> str:
-    where = next(
-        str(span.attributes["pipeserve.where"]) for span in found.values()
-        if span.attributes and str(span.attributes.get("pipeserve.where", "")).startswith("remote:")
-    )  # fmt: skip
-    return where.removeprefix("remote:")
+def endpoint(op_servers: list[OpServer]) -> str:
+    return f"127.0.0.1:{op_servers[0].port}"
 
 
 async def test_an_http_traceparent_is_continued_through_the_gateway_into_the_op_service(
@@ -121,7 +120,7 @@ async def test_an_http_traceparent_is_continued_through_the_gateway_into_the_op_
             headers={"traceparent": f"00-{HTTP_TRACE}-{HTTP_PARENT}-01"},
         )  # fmt: skip
     assert reply.json()["err_no"] == 0
-    check_trace(wait_for(spans, HTTP_TRACE, {"t request", "op tag", "tag (op service)", "tag prep"}), HTTP_PARENT)
+    check_trace(wait_for(spans, HTTP_TRACE, NAMES), HTTP_PARENT, endpoint(op_server))
 
 
 async def test_grpc_metadata_is_continued_the_same_way(
@@ -135,7 +134,7 @@ async def test_grpc_metadata_is_continued_the_same_way(
             metadata=(("traceparent", f"00-{GRPC_TRACE}-{GRPC_PARENT}-01"),),
         )
     assert response.err_no == 0
-    check_trace(wait_for(spans, GRPC_TRACE, {"t request", "op tag", "tag (op service)", "tag prep"}), GRPC_PARENT)
+    check_trace(wait_for(spans, GRPC_TRACE, NAMES), GRPC_PARENT, endpoint(op_server))
 
 
 async def test_without_the_endpoint_variable_nothing_is_traced(
