@@ -13,6 +13,7 @@ by their timeouts, and the caller would see a timeout where the truth is "busy".
 from __future__ import annotations
 
 import asyncio
+import collections
 import dataclasses
 from typing import Any
 
@@ -55,34 +56,57 @@ class ChannelData:
 
 
 class Admission:
-    """Admits at most ``limit`` requests into the DAG at once."""
+    """Admits at most ``limit`` requests into the DAG at once.
+
+    A counter and a queue of waiters rather than an ``asyncio.Semaphore``: a request that
+    finds room enters without a coroutine or an await (:meth:`try_enter`), which the hot path
+    notices; only a full DAG makes a request wait (:meth:`wait`). A freed slot is handed to the
+    oldest waiter directly, so a newcomer cannot overtake it.
+    """
 
     def __init__(self, limit: int) -> None:
         self.limit = limit
-        self._slots = asyncio.Semaphore(limit)
-
-    @property
-    def in_flight(self) -> int:
+        self.in_flight = 0
         """Requests inside the DAG now."""
-        return self.limit - self._slots._value  # noqa: SLF001 - asyncio exposes no getter
+        self._waiters: collections.deque[asyncio.Future[None]] = collections.deque()
+
+    def try_enter(self) -> bool:
+        """Take a slot if one is free and nobody waits for one."""
+        if self.in_flight < self.limit and not self._waiters:
+            self.in_flight += 1
+            return True
+        return False
+
+    async def wait(self, timeout_s: float | None) -> None:
+        """Wait for a slot, at most half of ``timeout_s``; raises ServerBusyError after that."""
+        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._waiters.append(waiter)
+        wait_s = None if timeout_s is None else timeout_s / 2
+        try:
+            await asyncio.wait_for(asyncio.shield(waiter), wait_s)
+        except BaseException as exc:
+            if waiter.done() and not waiter.cancelled():
+                self.leave()  # the slot was handed over as the wait ended: pass it on
+            else:
+                waiter.cancel()
+            if isinstance(exc, asyncio.TimeoutError):
+                raise errors.ServerBusyError(
+                    f"server busy: {self.limit} requests already in the pipeline and none finished "
+                    f"within {(wait_s or 0) * 1000:.0f} ms (half the request timeout); retry later"
+                ) from None
+            raise
 
     async def enter(self, timeout_s: float | None) -> None:
-        """Take a slot, waiting at most half of ``timeout_s``; raises ServerBusyError after that."""
-        if not self._slots.locked():
-            await self._slots.acquire()  # returns without suspending while slots are free
-            return
-        if timeout_s is None:
-            await self._slots.acquire()
-            return
-        wait_s = timeout_s / 2
-        try:
-            await asyncio.wait_for(self._slots.acquire(), wait_s)
-        except asyncio.TimeoutError:
-            raise errors.ServerBusyError(
-                f"server busy: {self.limit} requests already in the pipeline and none finished "
-                f"within {wait_s * 1000:.0f} ms (half the request timeout); retry later"
-            ) from None
+        """:meth:`try_enter`, else :meth:`wait`."""
+        if not self.try_enter():
+            await self.wait(timeout_s)
 
     def leave(self) -> None:
-        """Give the slot back."""
-        self._slots.release()
+        """Give the slot back: to the oldest waiter still waiting, else to the pool."""
+        waiters = self._waiters
+        while waiters:
+            waiter = waiters.popleft()
+            if not waiter.done():
+                waiter.set_result(None)  # the slot changes hands; in_flight stays
+                return
+        self.in_flight -= 1

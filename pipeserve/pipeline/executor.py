@@ -32,6 +32,7 @@ from pipeserve.pipeline import batching, channel, dag, errors, logs, observe, pr
 from pipeserve.pipeline import config as config_mod
 from pipeserve.pipeline import op as op_mod
 from pipeserve.payload.refs import contains_refs
+from pipeserve.pipeline.deadlines import Deadlines
 
 _LOGGER = logging.getLogger("pipeserve.executor")
 
@@ -76,6 +77,9 @@ class DagExecutor:
         self._admission = channel.Admission(config_mod.in_flight_limit(config))
         timeout_ms = config.dag.timeout_ms
         self._timeout_s = timeout_ms / 1000 if timeout_ms > 0 else None
+        self._deadlines: Deadlines[_Request] | None = (
+            Deadlines(self._timeout_s, _Request.time_out) if self._timeout_s is not None else None
+        )
         self._ids = itertools.count(worker_index, worker_count)
         self._tasks: set[asyncio.Task[None]] = set()
         self._background: set[asyncio.Task[None]] = set()
@@ -200,28 +204,30 @@ class DagExecutor:
     async def _run(
         self, values: Any, data_id: int, log_id: int, batch: bool, timeline: list[observe.StageTiming] | None
     ) -> channel.ChannelData:
-        started = time.monotonic()
-        timeout_s = self._timeout_s
-        try:
-            await self._admission.enter(timeout_s)
-        except errors.PipelineError as error:
-            return channel.ChannelData(data_id, log_id, {}, error, dag.REQUEST)
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        admission = self._admission
+        if not admission.try_enter():
+            try:
+                await admission.wait(self._timeout_s)
+            except errors.PipelineError as error:
+                return channel.ChannelData(data_id, log_id, {}, error, dag.REQUEST)
         ctx = _Request(self, data_id, log_id, batch)
         ctx.timeline = timeline
-        timer = None
-        if timeout_s is not None:
-            remaining = max(0.0, timeout_s - (time.monotonic() - started))
-            timer = asyncio.get_running_loop().call_later(remaining, ctx.time_out)
+        deadlines = self._deadlines
+        if deadlines is not None:
+            deadlines.add(ctx, started)
         try:
             self.deliver(ctx, dag.REQUEST, values)
-            if ctx.future.done():  # an all-inline DAG finished without yielding
-                return ctx.future.result()
+            if ctx.result is not None:  # an all-inline DAG finished without yielding
+                return ctx.result
+            ctx.future = loop.create_future()
             return await ctx.future
         finally:
             ctx.done = True
-            if timer is not None:
-                timer.cancel()
-            self._admission.leave()
+            if deadlines is not None:
+                deadlines.discard(ctx)
+            admission.leave()
             if ctx.payload is not None:
                 await self.drop_payloads(ctx)
 
@@ -289,7 +295,8 @@ class _Request:
     """The state of one request inside the DAG."""
 
     __slots__ = (
-        "executor", "data_id", "log_id", "batch", "outputs", "waiting", "future", "done", "payload", "timeline",
+        "executor", "data_id", "log_id", "batch", "outputs", "waiting", "result", "future", "done", "payload",
+        "timeline",
     )  # fmt: skip
 
     def __init__(self, executor: DagExecutor, data_id: int, log_id: int, batch: bool) -> None:
@@ -299,7 +306,9 @@ class _Request:
         self.batch = batch
         self.outputs: dict[str, Any] = {}
         self.waiting = dict(executor._fan_in)  # noqa: SLF001 - the executor's own helper
-        self.future: asyncio.Future[channel.ChannelData] = asyncio.get_running_loop().create_future()
+        self.result: channel.ChannelData | None = None
+        self.future: asyncio.Future[channel.ChannelData] | None = None
+        """Made only when the request has to wait for its result (not for an all-inline DAG)."""
         self.done = False
         self.payload: Any = None
         """The request's place in the payload store, once a value went to an op service."""
@@ -309,7 +318,9 @@ class _Request:
     def finish(self, result: channel.ChannelData) -> None:
         if not self.done:
             self.done = True
-            self.future.set_result(result)
+            self.result = result
+            if self.future is not None:
+                self.future.set_result(result)
 
     def fail(self, error: errors.PipelineError, op_name: str) -> None:
         self.finish(channel.ChannelData(self.data_id, self.log_id, {}, error, op_name))
