@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import importlib
 import logging
 import os
 import signal
@@ -37,7 +36,7 @@ from pipeserve.monitor import tracing
 from pipeserve.opservice import metrics_endpoint, payloads, service
 from pipeserve.pipeline import config as config_mod
 from pipeserve.pipeline import config_parse as parse
-from pipeserve.pipeline import errors, executor, logs, workers
+from pipeserve.pipeline import classes, errors, executor, logs, workers
 from pipeserve.pipeline import op as op_mod
 from pipeserve.proto.pipeserve.v1 import op_service_pb2 as pb
 
@@ -209,16 +208,9 @@ def load_op(config: config_mod.ServerConfig, op_name: str, class_path: str | Non
         raise errors.ConfigError(f"{where}.class: required to serve the op alone, e.g. class: ops:BowOp")
     if class_path is not None:
         parse.import_path(class_path, parse.Where("command line", "--class"))
-    module_name, _, attr = path.partition(":")
-    try:
-        target: object = importlib.import_module(module_name)
-        for part in attr.split("."):
-            target = getattr(target, part)
-    except Exception as exc:  # noqa: BLE001 - user code: any failure on import is reported
-        raise errors.ConfigError(f"{where}.class: cannot import {path!r}: {type(exc).__name__}: {exc}") from exc
-    if not (isinstance(target, type) and issubclass(target, op_mod.Op)):
-        raise errors.ConfigError(f"{where}.class: {path!r} is not an Op subclass")
-    return target(name=op_name)
+    op_type = classes.import_class(path, f"{where}.class", op_mod.Op)
+    op: op_mod.Op = op_type(name=op_name)
+    return op
 
 
 def run(config_path: str, op_name: str, settings: Settings, class_path: str | None = None) -> int:
