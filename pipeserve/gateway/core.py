@@ -145,7 +145,7 @@ class Gateway:
 
     def _packing_failed(self, result: channel.ChannelData, exc: Exception) -> errors.PipelineError:
         if isinstance(exc, errors.PipelineError):
-            _LOGGER.warning("[data_id=%s log_id=%s] %s", result.data_id, result.log_id, exc.message)
+            _LOGGER.warning("[data_id=%s log_id=%s] %s", result.data_id, result.log_id, exc.message, exc_info=exc)
             return exc
         _LOGGER.error(
             "[data_id=%s log_id=%s] ResponseOp.pack_response_package raised",

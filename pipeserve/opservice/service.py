@@ -129,6 +129,8 @@ class OpHandler:
         times: stages.StageTimes | None = [] if batch.timed or observed else None
         handed = time.time_ns()
         if samples:
+            if len(samples) > 1:
+                logs.log_batch(self.op_name, samples)  # seed §5.1, as the gateway does
             self._running += len(samples)
             try:
                 outcomes = await self._run(samples, context, times)

@@ -503,6 +503,8 @@ class _Node:
 
     async def _run_batch(self, items: list[tuple[_Request, stages.Sample]], slots: asyncio.Semaphore) -> None:
         samples = [sample for _, sample in items]
+        if len(samples) > 1:
+            logs.log_batch(self.name, samples)  # seed §5.1: one line lists the batch's data_ids
         executor = self.executor
         times: stages.StageTimes | None = None
         if executor.observers.active or executor.timed_requests:
@@ -545,7 +547,7 @@ class _Node:
             except Exception as exc:  # noqa: BLE001 - a worker failure fails its batch only
                 error = errors.to_err(exc, self.name)
                 if error is exc:
-                    _LOGGER.error("[%s] op '%s': %s", _ids(samples), self.name, error.message)
+                    _LOGGER.error("[%s] op '%s': %s", _ids(samples), self.name, error.message, exc_info=exc)
                 else:
                     _LOGGER.error("[%s] op '%s' failed", _ids(samples), self.name, exc_info=exc)
                 return [error] * len(samples)

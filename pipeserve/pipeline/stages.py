@@ -238,7 +238,7 @@ class StageRunner:
         if isinstance(error, errors.ProductError):
             _LOGGER.info("[%s] op '%s' %s: product error %s: %s", ids, self.name, stage, error.code, error.message)
         elif error is exc:
-            _LOGGER.warning("[%s] op '%s' %s failed: %s", ids, self.name, stage, error.message)
+            _LOGGER.warning("[%s] op '%s' %s failed: %s", ids, self.name, stage, error.message, exc_info=exc)
         else:
             _LOGGER.error("[%s] op '%s' %s raised", ids, self.name, stage, exc_info=exc)
         return error

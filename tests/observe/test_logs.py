@@ -3,6 +3,10 @@
 Aspects covered:
 - an op that raises: pipeline.log.wf holds the line with the request's data_id and
   log_id and the traceback, and so does pipeline.log (INFO and up);
+- an error the framework raises (a PipelineError, logged as a warning) has its traceback
+  in pipeline.log.wf too;
+- at INFO, a batch of several requests gets one line, tagged with its first request,
+  listing every data_id and log_id of it (seed §5.1);
 - ``log: {level: DEBUG}``: one line per op run of each request, every one carrying its
   data_id and log_id; a batch's line lists every data_id of the batch;
 - a file rotates at its configured ``max_bytes`` and keeps ``backup_count`` old files;
@@ -143,3 +147,49 @@ def test_the_log_section_defaults_to_the_seeds_and_is_checked() -> None:
     with pytest.raises(errors.ConfigError) as info:
         config.load({"http_port": 0, "log": {"level": "LOUD"}})
     assert "log.level" in str(info.value) and "DEBUG, INFO" in str(info.value)
+
+
+async def test_at_info_a_batch_gets_one_line_listing_all_of_its_data_ids(serve: Any) -> None:
+    gate = threading.Event()
+    read = RequestOp()
+    gated = Gated(gate, name="gated", input_ops=[read])
+    running = await serve(
+        ResponseOp(input_ops=[gated]),
+        {"op": {"gated": {"batch_size": 3, "auto_batching_timeout": 60_000, "concurrency": 1}}},
+    )
+
+    sent = asyncio.ensure_future(asyncio.gather(*(post(running, f"t{i}", 700 + i) for i in range(3))))
+    gate.set()
+    bodies = await asyncio.wait_for(sent, DEADLINE_S)
+
+    assert [b["err_no"] for b in bodies] == [0, 0, 0]
+    text = (running.log_dir / "pipeline.log").read_text()
+    assert " ran " not in text  # the per-run lines are DEBUG only
+    (line,) = [line for line in text.splitlines() if "runs a batch" in line]
+    assert line.startswith("INFO ")
+    found = re.search(r"\[data_id=(\d+) log_id=(\d+)\] op 'gated' runs a batch of 3: data_ids \[(.*)\] log_ids \[(.*)\]", line)
+    assert found, line
+    first_id, first_log = int(found.group(1)), int(found.group(2))
+    data_ids = [int(d) for d in found.group(3).split(", ")]
+    log_ids = [int(lg) for lg in found.group(4).split(", ")]
+    assert sorted(log_ids) == [700, 701, 702] and len(set(data_ids)) == 3
+    assert (data_ids[0], log_ids[0]) == (first_id, first_log)  # the batch is named by its first request
+
+
+class Miscount(Echo):
+    def process(self, feed_list: list[dict[str, Any]], typical_logid: int) -> Any:
+        return [{"text": "one"}, {"text": "too many"}]
+
+
+async def test_an_error_the_framework_raises_is_in_the_wf_file_with_its_traceback(serve: Any) -> None:
+    running = await serve(ResponseOp(input_ops=[Miscount(name="miscount", input_ops=[RequestOp()])]))
+
+    body = await post(running, "x", 4343)
+
+    assert body["err_no"] != 0
+    wf = (running.log_dir / "pipeline.log.wf").read_text()
+    (line,) = [line for line in wf.splitlines() if line.startswith(("WARNING ", "ERROR ")) and "'miscount'" in line]
+    assert "log_id=4343" in line and "process returned 2 results for 1 feeds" in line
+    after = wf[wf.index(line) :]
+    assert after.splitlines()[1] == "Traceback (most recent call last):"
+    assert "in split_batch" in after and "OpOutputError: op 'miscount': process returned 2 results" in after
