@@ -8,10 +8,12 @@ be forgotten here. Pure: no kopf, no client.
 What each rule is for:
 
 - pipelineservices: watch (list/watch), read (get), kopf's annotations and finalizer
-  housekeeping (patch); ``/status``: the conditions and per-op readiness (get/patch).
+  housekeeping (patch); ``/status``: the conditions and per-op readiness (patch; the status
+  is read with the object itself).
 - every child kind: create-or-patch (get/create/patch), prune children no longer rendered
   (list/delete); Deployments also watch, to follow pods becoming ready or failing.
-- events: Warning events for invalid specs (create; patch lets kopf aggregate repeats).
+- events (core v1, where kopf posts them): Warning events for invalid specs (create; kopf
+  never updates an event it posted).
 - kopf peering (only with ``--peering``): the peering object's keep-alives (get/list/watch/patch).
 - customresourcedefinitions (cluster-wide operators only, read-only, ``crd_rules``): kopf
   follows CRDs installed after it started. A namespaced operator needs nothing
@@ -34,7 +36,7 @@ def namespaced_rules(*, with_peering: bool = False) -> list[Rule]:
     """Rules for the namespaces the operator watches: what a per-namespace Role grants."""
     rules: list[Rule] = [
         _rule(resources.GROUP, [resources.PLURAL], ["get", "list", "watch", "patch"]),
-        _rule(resources.GROUP, [f"{resources.PLURAL}/status"], ["get", "patch"]),
+        _rule(resources.GROUP, [f"{resources.PLURAL}/status"], ["patch"]),
     ]
     by_group: dict[str, list[resources.Resource]] = {}
     for child in resources.CHILDREN:
@@ -46,8 +48,7 @@ def namespaced_rules(*, with_peering: bool = False) -> list[Rule]:
             rules.append(_rule(group, watched, _WATCHED_CHILD_VERBS))
         if others:
             rules.append(_rule(group, others, _CHILD_VERBS))
-    rules.append(_rule("", [resources.EVENTS.plural], ["create", "patch"]))
-    rules.append(_rule("events.k8s.io", ["events"], ["create", "patch"]))
+    rules.append(_rule("", [resources.EVENTS.plural], ["create"]))
     if with_peering:
         rules.append(_rule(peering.GROUP, [peering.NAMESPACED_PLURAL], ["get", "list", "watch", "patch"]))
     return rules

@@ -60,8 +60,9 @@ def test_rbac_grants_every_child_kind_and_the_status_subresource() -> None:
     assert "watch" in granted[("apps", "deployments")]
     assert "watch" not in granted[("", "services")]
     assert granted[(crd.GROUP, crd.PLURAL)] == {"get", "list", "watch", "patch"}
-    assert granted[(crd.GROUP, f"{crd.PLURAL}/status")] == {"get", "patch"}
-    assert granted[("", "events")] == {"create", "patch"}
+    assert granted[(crd.GROUP, f"{crd.PLURAL}/status")] == {"patch"}
+    assert granted[("", "events")] == {"create"}
+    assert ("events.k8s.io", "events") not in granted  # kopf posts core v1 events only
     assert all("*" not in rule["verbs"] and "*" not in rule["resources"] for rule in rules)
     assert (peering.GROUP, peering.NAMESPACED_PLURAL) not in granted
 
