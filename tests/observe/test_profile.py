@@ -4,6 +4,9 @@ Aspects covered:
 - with ``dag.use_profile``, each request writes one PROFILE line (standard output and
   pipeline.profile) and the Analyst makes of it one complete event per stage per op per
   request, plus the request's own ``call``, in non-decreasing time order;
+- every trace written is checked strictly against the JSON Trace Event Format that
+  chrome://tracing and Perfetto import (types, microsecond wall-clock timestamps, named
+  processes and threads, time order, slices that nest on each thread);
 - a batch's stages appear in the timeline of every request of the batch;
 - ``pipeserve analyze`` writes the same trace, and names a missing or malformed file;
 - an op run in an op service: the request's timeline holds the service's stages
@@ -18,6 +21,7 @@ import asyncio
 import collections
 import json
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -66,6 +70,63 @@ async def send(running: Any, texts: list[str]) -> list[dict[str, Any]]:
     return [reply.json() for reply in replies]
 
 
+METADATA = {"process_name": ("name", str), "thread_name": ("name", str),
+            "process_sort_index": ("sort_index", int), "thread_sort_index": ("sort_index", int)}  # fmt: skip
+
+
+def reject_constant(name: str) -> None:
+    raise AssertionError(f"{name} is not JSON: trace viewers refuse it")
+
+
+def check_chrome_trace(text: str) -> dict[str, Any]:
+    """The trace in ``text``, checked strictly against the JSON Trace Event Format as
+    chrome://tracing and Perfetto import it: JSON object with ``traceEvents``; complete
+    (``X``) events with a name, integer pid/tid, ``ts``/``dur`` in microseconds of the
+    wall clock; metadata (``M``) naming every process and thread used; events in time
+    order; and on each thread, slices that nest (Perfetto drops slices that overlap
+    partially)."""
+    trace = json.loads(text, parse_constant=reject_constant)
+    assert isinstance(trace, dict) and set(trace) <= {"traceEvents", "displayTimeUnit"}, list(trace)
+    assert trace.get("displayTimeUnit", "ms") in ("ms", "ns")
+    events = trace["traceEvents"]
+    assert isinstance(events, list) and events
+    now_us = time.time() * 1e6
+    named_processes, named_threads = set(), set()
+    slices: list[dict[str, Any]] = []
+    for event in events:
+        assert isinstance(event, dict) and event.get("ph") in ("X", "M"), event
+        assert isinstance(event.get("name"), str) and event["name"], event
+        assert type(event.get("pid")) is int and type(event.get("tid")) is int, event
+        if event["ph"] == "M":
+            key, kind = METADATA[event["name"]]
+            assert isinstance(event["args"][key], kind), event
+            if event["name"] == "process_name":
+                named_processes.add(event["pid"])
+            elif event["name"] == "thread_name":
+                named_threads.add((event["pid"], event["tid"]))
+            continue
+        assert set(event) <= {"name", "cat", "ph", "ts", "dur", "pid", "tid", "args"}, event
+        assert type(event["ts"]) in (int, float) and type(event["dur"]) in (int, float), event
+        assert now_us - 86_400e6 < event["ts"] <= event["ts"] + event["dur"] < now_us + 60e6, "ts is not epoch µs"
+        assert isinstance(event.get("cat", ""), str) and isinstance(event.get("args", {}), dict), event
+        slices.append(event)
+    assert slices, "no complete events"
+    assert [e["ts"] for e in slices] == sorted(e["ts"] for e in slices), "events out of time order"
+    threads: dict[tuple[int, int], list[dict[str, Any]]] = collections.defaultdict(list)
+    for event in slices:
+        assert event["pid"] in named_processes and (event["pid"], event["tid"]) in named_threads, event
+        threads[(event["pid"], event["tid"])].append(event)
+    for thread, mine in threads.items():
+        open_ends: list[float] = []
+        for event in sorted(mine, key=lambda e: (e["ts"], -e["dur"])):
+            while open_ends and open_ends[-1] <= event["ts"]:
+                open_ends.pop()
+            end = event["ts"] + event["dur"]
+            assert not open_ends or end <= open_ends[-1], f"slices overlap on {thread}: {event}"
+            open_ends.append(end)
+    return trace
+
+
 def stage_events(trace: dict[str, Any]) -> list[dict[str, Any]]:
     return [event for event in trace["traceEvents"] if event["ph"] == "X"]
 
@@ -90,7 +151,7 @@ async def test_each_request_gets_one_event_per_stage_per_op(
     assert capsys.readouterr().out.count("PROFILE\t") == 3  # the seeds print it to standard output
     trace_file = tmp_path / "trace.json"
     events = Analyst(profile_file).save_trace(trace_file)
-    trace = json.loads(trace_file.read_text())
+    trace = check_chrome_trace(trace_file.read_text())
     stages = stage_events(trace)
     assert events == len(stages) == 3 * (2 * 5 + 1)
     timestamps = [e["ts"] for e in stages]
@@ -126,6 +187,8 @@ async def test_a_batch_shows_in_the_timeline_of_every_request_of_it(serve: Any) 
     midps = [s for s in spans if s.op == "gated" and s.stage == "midp"]
     assert len(midps) == 2 and {s.data_id for s in midps} == {s.data_id for s in spans}
     assert midps[0].start_us == midps[1].start_us and midps[0].end_us == midps[1].end_us
+    trace = check_chrome_trace(json.dumps(Analyst(running.log_dir / "pipeline.profile").trace()))
+    assert len(stage_events(trace)) == 2 * (1 + 5)
 
 
 def test_the_analyze_command_writes_the_trace_and_names_bad_files(
@@ -249,5 +312,7 @@ async def test_the_timeline_of_a_request_includes_the_op_services_stages(serve: 
     assert ours[0].end_ns <= theirs[0].start_ns and theirs[-1].end_ns <= ours[1].start_ns  # one clock here
     spans = list(profile.parse((running.log_dir / "pipeline.profile").read_text().splitlines()))
     assert {s.where for s in spans if s.op == "first"} == {"", remote}
-    trace = Analyst(running.log_dir / "pipeline.profile").trace()
+    Analyst(running.log_dir / "pipeline.profile").save_trace(tmp_path / "trace.json")
+    trace = check_chrome_trace((tmp_path / "trace.json").read_text())
     assert f"first @ {remote}" in thread_names(trace).values()
+    assert len(stage_events(trace)) == 2 * (1 + 5 + 5 + 2)  # two requests: call, first (2 here, 5 there), second
