@@ -2,9 +2,11 @@
 
 Covers: children created with the rendered fields and ownerReferences; status patched
 (observedGeneration, conditions, per-op readiness, endpoint); readiness following the
-Deployments' status; an op's update touching only its Deployment; a DAG change re-rendering
+Deployments' status; an op's image or replicas update touching only its Deployment, and its
+runtime settings rolling it and the gateway but no other op service; a DAG change re-rendering
 the gateway config, rolling the gateway and pruning a removed op; an invalid spec reported
-(condition + Event) with nothing created, and recovery once fixed; deletion never blocked.
+(condition + Event) with nothing created, and recovery once fixed; deletion never blocked;
+one namespace, a list of them, or all.
 """
 
 from __future__ import annotations
@@ -184,6 +186,29 @@ async def test_changing_one_ops_settings_changes_only_its_deployment(
     assert parent(k8s)["status"]["ops"]["bow"]["replicas"] == 3
 
 
+async def test_changing_one_ops_runtime_settings_rolls_its_pods_and_no_other_op_service(
+    k8s: ApiEmulator, operator: RunningOperator
+) -> None:
+    await create(k8s)
+    await eventually(lambda: settled(k8s, 1), "the first status")
+    before = {key: copy.deepcopy(obj.raw) for key, obj in k8s.objects.items() if key[0] == DEPLOYMENTS}
+
+    ops = copy.deepcopy(OPS)
+    ops[1].update(concurrency=4, precision="fp16", deviceType="cpu")
+    await patch_spec(k8s, "demo", {"ops": ops})
+    await eventually(lambda: settled(k8s, 2), "the status of generation 2")
+
+    after = {key: obj.raw for key, obj in k8s.objects.items() if key[0] == DEPLOYMENTS}
+    changed = {key[2] for key in before if before[key] != after[key]}
+    # The gateway holds bow's section of config.yml too (it calls bow with that concurrency).
+    assert changed == {"demo-bow", "demo-gateway"}
+    annotations = after[(DEPLOYMENTS, "default", "demo-bow")]["spec"]["template"]["metadata"]["annotations"]
+    assert annotations == rendered(k8s)[("Deployment", "demo-bow")]["spec"]["template"]["metadata"]["annotations"]
+    config = yaml.safe_load(live(k8s, CONFIGMAPS, "demo-pipeline")["data"]["config.yml"])  # type: ignore[index]
+    assert config["op"]["bow"]["concurrency"] == 4
+    assert config["op"]["bow"]["local_service_conf"] == {"device_type": "cpu", "precision": "fp16"}
+
+
 async def test_changing_the_dag_rerenders_the_gateway_config_and_prunes_the_removed_op(
     k8s: ApiEmulator, operator: RunningOperator
 ) -> None:
@@ -344,6 +369,27 @@ async def test_a_namespaced_operator_leaves_other_namespaces_alone(k8s: ApiEmula
     await eventually(lambda: settled(k8s, 1), "the status in default")
     assert not names_of(k8s, DEPLOYMENTS, "other")
     assert "status" not in (live(k8s, PS, "demo", "other") or {})
+
+
+async def test_an_operator_given_a_list_of_namespaces_serves_those_only(k8s: ApiEmulator) -> None:
+    def in_namespace(namespace: str) -> dict[str, Any]:
+        body = copy.deepcopy(DEMO)
+        body["metadata"]["namespace"] = namespace
+        return body
+
+    async for _ in start_operator(k8s, main.Options(namespaces=("default", "team-a"))):
+        for namespace in ("team-a", "team-b", "default"):
+            response = await k8s.post(PS_PATH.replace("/default/", f"/{namespace}/"), json=in_namespace(namespace))
+            assert response.status == 200, await response.text()
+        for namespace in ("default", "team-a"):
+            children = f"children in {namespace}"
+            await eventually(lambda: names_of(k8s, DEPLOYMENTS, namespace) == CHILD_DEPLOYMENTS, children)
+            await eventually(
+                lambda: (live(k8s, PS, "demo", namespace) or {}).get("status", {}).get("observedGeneration") == 1,
+                f"the status in {namespace}",
+            )
+    assert not names_of(k8s, DEPLOYMENTS, "team-b")
+    assert "status" not in (live(k8s, PS, "demo", "team-b") or {})
 
 
 async def test_a_cluster_wide_operator_serves_every_namespace(k8s: ApiEmulator) -> None:

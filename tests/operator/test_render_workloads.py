@@ -295,6 +295,35 @@ def test_one_ops_change_changes_only_that_op_service() -> None:
     assert container(child(image_change, "Deployment", "imdb-cnn"))["image"] == "registry.example/cnn:2"
 
 
+@pytest.mark.parametrize(
+    ("setting", "value", "read"),
+    [
+        ("deviceType", "tensorrt", lambda op: op.runtime.device_type == config_mod.DeviceType.TENSORRT),
+        ("precision", "int8", lambda op: op.runtime.precision == "int8"),
+        ("concurrency", 6, lambda op: op.concurrency == 6),
+    ],
+)
+def test_device_type_precision_and_concurrency_reach_the_op_service_and_roll_only_its_pods(
+    setting: str, value: Any, read: Any
+) -> None:
+    """The op service reads these from its section of the mounted config.yml (``--op bow``);
+    the pod's config-hash annotation is what restarts it when one of them changes."""
+    before = imdb()
+    after = copy.deepcopy(before)
+    after["spec"]["ops"][0][setting] = value
+
+    def bow_config(parent: dict[str, Any]) -> Any:
+        config_yml = child(parent, "ConfigMap", "imdb-pipeline")["data"]["config.yml"]
+        return config_mod.load(yaml.safe_load(config_yml)).ops["bow"]
+
+    assert read(bow_config(after)) and not read(bow_config(before))
+    assert op_hash(after, "bow") != op_hash(before, "bow")
+    assert child(after, "Deployment", "imdb-cnn") == child(before, "Deployment", "imdb-cnn")
+    assert container(child(after, "Deployment", "imdb-bow"))["args"][:5] == [
+        "opservice", "--config", "/etc/pipeserve/config.yml", "--op", "bow"
+    ]
+
+
 def test_gateway_service_has_http_and_grpc_ports_and_the_asked_type() -> None:
     parent = imdb(gateway={"service": {"type": "NodePort", "httpNodePort": 30080, "annotations": {"a": "b"}}})
     service = child(parent, "Service", "imdb-gateway")
