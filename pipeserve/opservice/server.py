@@ -81,7 +81,9 @@ class OpServer:
         self.store = payloads.open_shared_store(config)
         self.metrics: metrics_mod.PipelineMetrics | None = None
         if settings.metrics_port is not None:
-            self.metrics = metrics_mod.PipelineMetrics(op.name, in_flight=lambda: self.handler.running)
+            self.metrics = metrics_mod.PipelineMetrics(
+                op.name, queue_depths=lambda: {op.name: self.handler.waiting}, in_flight=lambda: self.handler.running
+            )
             self.store = metered_store.metered(self.store, self.metrics)
         self.handler = service.OpHandler(
             op.name, self.workers, config.max_request_bytes, self.store, config.payload.threshold_bytes

@@ -15,6 +15,7 @@ sample's payload_prefix, a reference travelling in their place.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 import time
 from collections.abc import Coroutine
@@ -56,11 +57,24 @@ class OpHandler:
         self.tracer: tracer.Tracer | None = None
         self._tracer_task: asyncio.Task[None] | None = None
         self._running = 0
+        self._inside: dict[int, int] = {}
+        """While observed: the size of each batch inside (running or waiting), by arrival."""
+        self._arrivals = itertools.count()
 
     @property
     def running(self) -> int:
         """Samples being run now."""
         return self._running
+
+    @property
+    def waiting(self) -> int:
+        """Samples waiting for a worker (counted while someone observes this handler).
+
+        Workers take batches in arrival order, so the first ``in_flight`` batches inside
+        hold the workers and the others wait.
+        """
+        sizes = list(self._inside.values())
+        return sum(sizes[self.workers.in_flight :])
 
     def start_observing(self, config: config_mod.ServerConfig) -> None:
         """Trace (``dag.tracer``) and log each batch at DEBUG (``log.level``), as the
@@ -68,7 +82,7 @@ class OpHandler:
         interval_s = config.dag.tracer_interval_s
         if interval_s is not None and self.tracer is None:
             self.tracer = tracer.Tracer(
-                interval_s, {self.op_name: ("gateway",)}, lambda: {self.op_name: 0}, lambda: self._running
+                interval_s, {self.op_name: ("gateway",)}, lambda: {self.op_name: self.waiting}, lambda: self._running
             )
             self.observers.add(self.tracer)
             self._tracer_task = asyncio.create_task(self.tracer.run(), name="tracer")
@@ -132,10 +146,16 @@ class OpHandler:
             if len(samples) > 1:
                 logs.log_batch(self.op_name, samples)  # seed §5.1, as the gateway does
             self._running += len(samples)
+            arrival = -1
+            if observed:
+                arrival = next(self._arrivals)
+                self._inside[arrival] = len(samples)
             try:
                 outcomes = await self._run(samples, context, times)
             finally:
                 self._running -= len(samples)
+                if observed:
+                    del self._inside[arrival]
             if observed:
                 assert times is not None
                 self._report(samples, outcomes, received, handed, times)

@@ -2,8 +2,10 @@
 
 Aspects, with a real op service on loopback behind a real gateway:
 - the op service's ``/metrics`` (its own port) counts every sample by err_no, its batches
-  and stages, and the sample its op failed;
+  and stages, and the sample its op failed, in families that follow Prometheus' conventions;
 - the gateway counts the stages the op service ran under ``where="remote:<endpoint>"``;
+- its queue depth counts the samples waiting for its busy workers, its in-flight gauge the
+  samples inside, and both drain to zero;
 - without a metrics port nothing listens to the op service and no port is opened;
 - ``pipeserve opservice --metrics-port 0`` prints where its metrics are and serves them.
 """
@@ -15,12 +17,15 @@ import re
 import signal
 import subprocess
 import sys
+import threading
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
+from prom_checks import check_conventions, scrape
 from prometheus_client.parser import text_string_to_metric_families
 
 from pipeserve import Op, RequestOp, ResponseOp
@@ -47,14 +52,6 @@ class TagOp(Op):
         if values["x"] == "boom":
             raise ValueError("cannot tag")
         return {"x": values["x"]}, False, None, ""
-
-
-def scrape(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
-    samples = {}
-    for family in text_string_to_metric_families(text):
-        for sample in family.samples:
-            samples[(sample.name, tuple(sorted(sample.labels.items())))] = sample.value
-    return samples
 
 
 @pytest.fixture
@@ -97,6 +94,7 @@ async def test_an_op_service_counts_its_samples_batches_and_errors_on_its_own_po
         reply = await client.get(f"http://127.0.0.1:{server.metrics_port}/metrics")
     assert reply.status_code == 200
     remote = scrape(reply.text)
+    check_conventions(reply.text)
 
     assert remote[("pipeserve_requests_total", (("err_no", "0"), ("service", "tag")))] == GOOD
     assert remote[("pipeserve_requests_total", (("err_no", str(err_no)), ("service", "tag")))] == 1
@@ -149,3 +147,48 @@ def test_the_opservice_command_serves_metrics_on_the_port_it_prints(tmp_path: Pa
     finally:
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(15) == 0
+
+
+class GatedTagOp(TagOp):
+    """Holds every batch until the test opens the gate."""
+
+    gate = threading.Event()
+
+    def process(self, feed_list, typical_logid):  # type: ignore[no-untyped-def]
+        self.gate.wait(10)
+        return feed_list
+
+
+async def test_an_op_services_queue_depth_and_in_flight_follow_its_blocked_workers(
+    serve: Any, op_servers: list[OpServer]
+) -> None:
+    GatedTagOp.gate.clear()
+    one_thread = {"metrics": True, "op": {"tag": {"concurrency": 1}}}
+    settings = Settings(host="127.0.0.1", grace_s=1, metrics_port=0)
+    server = OpServer(GatedTagOp(name="tag"), config_mod.load({"http_port": 0, **one_thread}), settings)
+    port = await server.start()
+    op_servers.append(server)
+    # The gateway sends each request alone and all five at once.
+    gateway = {"op": {"tag": {"concurrency": 5, "timeout": 10_000, "server_endpoints": [f"127.0.0.1:{port}"]}}}
+    running = await serve(ResponseOp(input_ops=[TagOp(name="tag", input_ops=[RequestOp()])]), gateway)
+    url = f"http://127.0.0.1:{server.metrics_port}/metrics"
+    sent = 5
+    holding = server.workers.in_flight  # one batch runs, one waits in the thread's queue
+
+    async def gauges(client: httpx.AsyncClient, want: tuple[float, float]) -> tuple[float, float]:
+        deadline = time.monotonic() + 10
+        while True:
+            got = scrape((await client.get(url)).text)
+            figures = (got[("pipeserve_op_queue_depth", (("op", "tag"),))], got[("pipeserve_requests_in_flight", ())])
+            if figures == want or time.monotonic() > deadline:
+                return figures
+            await asyncio.sleep(0.02)  # sync-ok: polling interval of a deadline-bounded wait
+
+    async with running.http() as http, httpx.AsyncClient() as client:
+        try:
+            posts = [asyncio.create_task(http.post(running.url(), json={"key": ["x"], "value": [str(i)]})) for i in range(sent)]
+            assert await gauges(client, (sent - holding, sent)) == (sent - holding, sent)
+        finally:
+            GatedTagOp.gate.set()
+        assert [(await p).json()["err_no"] for p in posts] == [0] * sent
+        assert await gauges(client, (0, 0)) == (0, 0)

@@ -6,6 +6,9 @@ Aspects, over real HTTP on loopback:
 - batches: the batch size histogram sums to the samples, one stage timing per stage per batch;
 - the queue depth and in-flight gauges follow a queue that grows behind a blocked op and drains;
 - the live figures name every op with its count, QPS, percentiles and errors;
+- every family follows Prometheus' conventions (``pipeserve_`` prefix, ``_seconds``,
+  ``_bytes``, ``_total``, label names, cumulative buckets ending at +Inf), checked on the
+  text as prometheus_client's parser reads it;
 - with metrics off nothing listens to the engine and ``/metrics`` says how to turn it on.
 """
 
@@ -16,7 +19,7 @@ import threading
 import time
 
 import httpx
-from prometheus_client.parser import text_string_to_metric_families
+from prom_checks import check_conventions, scrape
 
 from pipeserve import Op, RequestOp, ResponseOp
 from pipeserve.monitor import metrics
@@ -37,15 +40,6 @@ class Judge(Op):
         if values["words"] == "boom":
             raise ValueError("cannot judge")
         return {"label": str(len(values["words"]))}, False, None, ""
-
-
-def scrape(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
-    """Every sample of the exposition, by name and sorted labels."""
-    samples = {}
-    for family in text_string_to_metric_families(text):
-        for sample in family.samples:
-            samples[(sample.name, tuple(sorted(sample.labels.items())))] = sample.value
-    return samples
 
 
 async def start(serve, metrics_on: bool):
@@ -76,6 +70,7 @@ async def test_metrics_count_every_request_by_err_no_and_every_sample_per_op(ser
         assert reply.status_code == 200
         assert reply.headers["content-type"] == metrics.CONTENT_TYPE
         got = scrape(reply.text)
+        check_conventions(reply.text)
         status = (await http.get("/status.json")).json()
 
     assert got[("pipeserve_requests_total", (("err_no", "0"), ("service", "t")))] == GOOD
