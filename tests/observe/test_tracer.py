@@ -4,16 +4,22 @@ Aspects covered:
 - after N requests, the summary of that interval says N for the DAG and for each op, with
   an average for every stage, the op's errors, its batch sizes and its channel's size;
 - the next interval starts from zero;
+- on its own, the tracer writes a summary every ``interval_s``: over the intervals, every
+  request is counted once;
+- a channel's size is the number of samples waiting for a blocked op, back to 0 once it drains;
 - QPS divides by the interval's real length (a clock the test moves);
 - without ``dag.tracer`` there is no tracer, no observer, and pipeline.tracer stays empty.
 
-Intervals are ended by calling ``flush()`` (the tracer's own task does so every
-``interval_s``), so the test never waits for a clock.
+Most intervals are ended by calling ``flush()`` (the tracer's own task does so every
+``interval_s``), so those tests never wait for a clock.
 """
 
 from __future__ import annotations
 
+import asyncio
 import re
+import threading
+import time
 from typing import Any
 
 from pipeserve import Op, RequestOp, ResponseOp
@@ -21,6 +27,7 @@ from pipeserve.pipeline import observe, tracer
 
 HOUR_S = 3600
 """An interval no test waits for."""
+DEADLINE_S = 10.0
 
 
 class Count(Op):
@@ -122,3 +129,60 @@ async def test_nothing_is_traced_without_a_tracer_config(serve: Any) -> None:
     assert executor.tracer is None and not executor.observers.active
     tracer_file = running.log_dir / "pipeline.tracer"
     assert not tracer_file.exists() or tracer_file.read_text() == ""
+
+
+async def test_the_tracer_writes_every_interval_on_its_own(serve: Any) -> None:
+    running = await serve(dag(), {"dag": {"tracer": {"interval_s": 0.1}}})
+    sent = ["a", "bb", "ccc", "dddd", "eeeee"]
+
+    assert await send(running, sent) == [0] * len(sent)
+
+    tracer_file = running.log_dir / "pipeline.tracer"
+    deadline = time.monotonic() + DEADLINE_S
+    while True:  # every request is counted in exactly one interval, whichever it fell in
+        lines = tracer_file.read_text().splitlines() if tracer_file.exists() else []
+        counted = sum(int(field(line, "query")) for line in lines if "Op(bow):" in line)
+        intervals = sum(1 for line in lines if "DAGExecutor:" in line)
+        if counted == len(sent) and intervals >= 2 or time.monotonic() > deadline:
+            break
+        await asyncio.sleep(0.02)  # sync-ok: polling interval of a deadline-bounded wait
+    assert (counted, intervals >= 2) == (len(sent), True), lines
+    assert sum(int(field(line, "query")) for line in lines if "DAGExecutor:" in line) == len(sent)
+
+
+class Gated(Count):
+    gate = threading.Event()
+
+    def process(self, feed_list: list[dict[str, Any]], typical_logid: int) -> Any:
+        self.gate.wait(DEADLINE_S)
+        return super().process(feed_list, typical_logid)
+
+
+async def test_a_channel_line_counts_the_samples_waiting_for_a_blocked_op(serve: Any) -> None:
+    Gated.gate.clear()
+    read = RequestOp()
+    gated = Gated(name="gated", input_ops=[read])
+    after = Count(name="after", input_ops=[gated])
+    running = await serve(
+        ResponseOp(input_ops=[after]),
+        {"dag": {"tracer": {"interval_s": HOUR_S}}, "op": {"gated": {"concurrency": 1}}},
+    )
+    executor = running.server.gateway.executor
+    sent = 5
+    waiting = sent - executor.nodes["gated"].workers.in_flight  # one runs, one waits in the thread's queue
+
+    posts = [asyncio.ensure_future(send(running, [str(i)])) for i in range(sent)]
+    try:
+        deadline = time.monotonic() + DEADLINE_S
+        while executor.queue_depths()["gated"] != waiting and time.monotonic() < deadline:
+            await asyncio.sleep(0.005)  # sync-ok: polling interval of a deadline-bounded wait
+        lines = executor.tracer.flush()
+    finally:
+        Gated.gate.set()
+    assert await asyncio.wait_for(asyncio.gather(*posts), DEADLINE_S) == [[0]] * sent
+
+    assert f"Channel(@DAGExecutor->gated): size[{waiting}]" in lines
+    assert "Channel(gated->after): size[0]" in lines
+    (dag_line,) = [line for line in lines if line.startswith("DAGExecutor:")]
+    assert field(dag_line, "in_flight") == str(sent) and field(dag_line, "query") == "0"
+    assert executor.tracer.flush()[-2:] == ["Channel(@DAGExecutor->gated): size[0]", "Channel(gated->after): size[0]"]
