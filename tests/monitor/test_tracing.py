@@ -6,11 +6,14 @@ Aspects, with the SDK's in-memory exporter and a real op service on loopback:
 - the op service's span for the sample is a child of the gateway's span of that op, in the
   same trace, carried in gRPC metadata;
 - the same through the gRPC front door, from the call's metadata;
+- two requests of two traces batched together: the op service opens one span per sample,
+  each in its own trace under its request's op span;
 - without ``OTEL_EXPORTER_OTLP_ENDPOINT`` nothing is traced.
 """
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
@@ -147,3 +150,33 @@ async def test_without_the_endpoint_variable_nothing_is_traced(
         reply = await http.post(running.url(), json={"key": ["x"], "value": ["1"]})
     assert reply.json()["err_no"] == 0
     assert spans.get_finished_spans() == ()
+
+
+async def test_each_sample_of_a_batch_carries_its_own_trace_into_the_op_service(
+    serve: Any, op_server: list[OpServer], spans: InMemorySpanExporter
+) -> None:
+    config = {"op": {"tag": {"batch_size": 2, "auto_batching_timeout": 60_000, "timeout": 2000}}}
+    server = OpServer(TagOp(name="tag"), config_mod.load({"http_port": 0, **config}), Settings(host="127.0.0.1"))
+    port = await server.start()
+    op_server.append(server)
+    config["op"]["tag"]["server_endpoints"] = [f"127.0.0.1:{port}"]
+    running = await serve(ResponseOp(input_ops=[TagOp(name="tag", input_ops=[RequestOp()])]), config)
+    callers = [(HTTP_TRACE, HTTP_PARENT), (GRPC_TRACE, GRPC_PARENT)]  # two traces, one batch of two
+
+    async with running.http() as http:
+        replies = await asyncio.gather(*(
+            http.post(running.url(), json={"key": ["x"], "value": [str(i)]}, headers={"traceparent": f"00-{t}-{p}-01"})
+            for i, (t, p) in enumerate(callers)
+        ))  # fmt: skip
+    assert [reply.json()["err_no"] for reply in replies] == [0, 0]
+
+    names = {"t request", "op tag", "tag (op service)"}
+    for trace_hex, parent_hex in callers:
+        found = wait_for(spans, trace_hex, names)
+        request, op, remote = found["t request"], found["op tag"], found["tag (op service)"]
+        assert parent_of(request) == int(parent_hex, 16)
+        assert op.attributes is not None and op.attributes["pipeserve.batch_size"] == 2
+        assert parent_of(op) == request.context.span_id and parent_of(remote) == op.context.span_id
+        assert remote.attributes is not None and remote.attributes["pipeserve.batch_size"] == 2
+    remotes = [s for s in spans.get_finished_spans() if s.name == "tag (op service)"]
+    assert len(remotes) == 2 and {s.context.trace_id for s in remotes} == {int(t, 16) for t, _ in callers}
