@@ -64,10 +64,22 @@ class Supervisor:
         self._stopping = False
 
     async def run(self, stop: asyncio.Event) -> int:
-        """Start everything, keep it running until ``stop``; 0, or 1 when it could not start."""
+        """Start everything, keep it running until ``stop``; 0, or 1 when it could not start.
+
+        ``stop`` is heeded while starting too: Ctrl-C does not wait for slow models to load.
+        """
+        starting = asyncio.create_task(self._start_all())
+        stopped = asyncio.create_task(stop.wait())
+        await asyncio.wait({starting, stopped}, return_when=asyncio.FIRST_COMPLETED)
+        stopped.cancel()
+        if not starting.done():
+            starting.cancel()
+            await asyncio.gather(starting, return_exceptions=True)
+            self._report("stopping before everything was ready")
+            await self.stop_all()
+            return 0
         try:
-            for tier in TIERS:
-                await self._start_tier([r for r in self.replicas if r.process.kind == tier])
+            starting.result()
         except StartError as exc:
             self._report(f"error: {exc}")
             await self.stop_all()
@@ -106,6 +118,10 @@ class Supervisor:
         for tier in reversed(TIERS):
             await asyncio.gather(*(self._stop(r) for r in self.replicas if r.process.kind == tier))
 
+    async def _start_all(self) -> None:
+        for tier in TIERS:
+            await self._start_tier([r for r in self.replicas if r.process.kind == tier])
+
     async def _start_tier(self, replicas: Sequence[Replica]) -> None:
         for replica in replicas:
             await self._spawn(replica)
@@ -131,6 +147,7 @@ class Supervisor:
         assert child is not None
         while not await probes.ready(replica.process):
             if child.returncode is not None:
+                _kill_group(child.pid)
                 raise StartError(
                     f"{replica.process.name} exited with code {child.returncode} while starting:\n"
                     + self._log_tail(replica.process)
@@ -148,6 +165,7 @@ class Supervisor:
         while True:
             assert replica.child is not None
             code = await replica.child.wait()
+            _kill_group(replica.child.pid)  # what it started goes with it, as with a container
             if self._stopping:
                 return
             replica.backoff_s = min(
@@ -178,9 +196,9 @@ class Supervisor:
         try:
             await asyncio.wait_for(child.wait(), self._timing.grace_s)
         except asyncio.TimeoutError:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(child.pid, signal.SIGKILL)  # its own session: its workers go too
-            await child.wait()
+            pass
+        _kill_group(child.pid)  # its own session: its workers go too, stopped in time or not
+        await child.wait()
         replica.state = "stopped"
 
     @staticmethod
@@ -190,3 +208,9 @@ class Supervisor:
         except OSError:
             lines = []
         return "\n".join(f"    | {line}" for line in lines) or "    | (no output)"
+
+
+def _kill_group(pgid: int) -> None:
+    """SIGKILL what is left of a process group (a child started with its own session)."""
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pgid, signal.SIGKILL)
