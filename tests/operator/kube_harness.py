@@ -176,20 +176,24 @@ async def k8s() -> AsyncIterator[ApiEmulator]:
     """The API emulator on loopback, with the PipelineService CRD registered."""
     async with ApiEmulator() as emulator, kmock.Server(emulator):
         emulator.resources.load_bundled()
-        definition = crd.load_crd()
-        names = definition["spec"]["names"]
-        for version in definition["spec"]["versions"]:
-            emulator.resources[f"{crd.GROUP}/{version['name']}/{names['plural']}"] = kmock.ResourceInfo(
-                kind=names["kind"],
-                singular=names["singular"],
-                namespaced=definition["spec"]["scope"] == "Namespaced",
-                shortnames=set(names.get("shortNames", [])),
-                verbs={"get", "list", "watch", "create", "update", "patch", "delete"},
-                subresources=set(version.get("subresources", {})),
-            )
-        response = await emulator.post("/apis/apiextensions.k8s.io/v1/customresourcedefinitions", json=definition)
-        assert response.status == 200, await response.text()
+        await install_crd(emulator, crd.load_crd())
         yield emulator
+
+
+async def install_crd(emulator: ApiEmulator, definition: dict[str, Any]) -> None:
+    """Serve the CRD's resource (discovery included) and store the CRD, as an API server would."""
+    names, group = definition["spec"]["names"], definition["spec"]["group"]
+    for version in definition["spec"]["versions"]:
+        emulator.resources[f"{group}/{version['name']}/{names['plural']}"] = kmock.ResourceInfo(
+            kind=names["kind"],
+            singular=names["singular"],
+            namespaced=definition["spec"]["scope"] == "Namespaced",
+            shortnames=set(names.get("shortNames", [])),
+            verbs={"get", "list", "watch", "create", "update", "patch", "delete"},
+            subresources=set(version.get("subresources", {})),
+        )
+    response = await emulator.post("/apis/apiextensions.k8s.io/v1/customresourcedefinitions", json=definition)
+    assert response.status == 200, await response.text()
 
 
 @attrs.define
@@ -200,15 +204,16 @@ class RunningOperator:
     liveness: str
 
 
-async def start_operator(k8s: ApiEmulator, options: main.Options) -> AsyncIterator[None]:
-    """Run ``main.operate(options)`` against ``k8s`` in its own thread until the generator resumes."""
+async def start_operator(k8s: ApiEmulator, options: main.Options, **extra: Any) -> AsyncIterator[None]:
+    """Run ``main.operate(options)`` against ``k8s`` in its own thread until the generator resumes;
+    ``extra`` goes to ``kopf.operator`` (e.g. a peering ``identity``, which differs per pod)."""
     vault = Vault({VaultKey("kmock"): kopf.ConnectionInfo(server=str(k8s.url).rstrip("/"))})
     stop, ready = threading.Event(), threading.Event()
     errors: list[BaseException] = []
 
     def run() -> None:
         try:
-            asyncio.run(main.operate(options, vault=vault, stop_flag=stop, ready_flag=ready))
+            asyncio.run(main.operate(options, vault=vault, stop_flag=stop, ready_flag=ready, **extra))
         except BaseException as exc:  # surfaced at teardown
             errors.append(exc)
 
