@@ -2,7 +2,8 @@
 
 Aspects, with headless Chromium (Debian's ``chromium``) on loopback:
 - after requests, every op of the imdb example shows numbers in its box and its table row,
-  filled in by the page's script from ``/status.json``;
+  filled in by the page's script from ``/status.json``: each op its own p50 and p99, as
+  ``/status.json`` has them for that op;
 - the page draws every op and edge of the DAG;
 - a screenshot of it is a PNG of the window's size.
 """
@@ -109,6 +110,8 @@ async def test_the_status_page_shows_every_imdb_op_with_live_numbers(imdb: Any, 
     assert all(reply.json()["err_no"] == 0 for reply in replies)
 
     dom = await chromium("--dump-dom", f"{running.http_url}/", profile=tmp_path / "profile")
+    async with running.http() as http:
+        status = (await http.get("/status.json")).json()  # no request since: the same figures
     page = Texts()
     page.feed(dom)
     assert page.by_id["state"].startswith(f"requests {REQUESTS}, "), page.by_id["state"]
@@ -119,6 +122,12 @@ async def test_the_status_page_shows_every_imdb_op_with_live_numbers(imdb: Any, 
         assert float(row["qps"]) > 0, (op, row)
         assert 0 < float(row["p50"].removesuffix(" ms")) <= float(row["p99"].removesuffix(" ms")), (op, row)
         assert row["queue"] == "0" and row["errors"] == "0", (op, row)
+        figures = status["ops"][op]
+        assert figures["count"] == REQUESTS, (op, figures)
+        shown_ms = (float(row["p50"].removesuffix(" ms")), float(row["p99"].removesuffix(" ms")))
+        assert shown_ms == (figures["p50_ms"], figures["p99_ms"]), (op, row, figures)
+    shown = {op: (page.by_id[f"row-{op}-p50"], page.by_id[f"row-{op}-p99"]) for op in OPS}
+    assert len(set(shown.values())) > 1, f"every op shows the same figures: {shown}"
     assert page.nodes == {"@request", *OPS, "@response"}
     assert page.edges == {
         ("@request", "bow"), ("@request", "cnn"), ("bow", "combine"), ("cnn", "combine"), ("combine", "@response"),
