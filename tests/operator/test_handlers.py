@@ -1,6 +1,8 @@
 """The operator end to end: the real kopf runtime with pipeserve's handlers against kmock.
 
-Covers: children created with the rendered fields and ownerReferences; status patched
+Covers: children of every kind (Ingresses, autoscalers, budgets, Gateway API routes, Redis
+included) created with the rendered fields and ownerReferences, and pruned when no longer
+asked for; status patched
 (observedGeneration, conditions, per-op readiness, endpoint); readiness following the
 Deployments' status; an op's image or replicas update touching only its Deployment, and its
 runtime settings rolling it and the gateway but no other op service; a DAG change re-rendering
@@ -41,11 +43,13 @@ from kube_harness import (  # noqa: F401  (k8s and operator are fixtures)
     operator,
     start_operator,
 )
-from pipeserve.operator import apply, main, naming, render, spec
+from pipeserve.operator import apply, main, naming, render, resources, spec
 
 pytestmark = pytest.mark.filterwarnings("ignore:read_binary is deprecated:DeprecationWarning")
 
 PS_PATH = "/apis/pipeserve.io/v1alpha1/namespaces/default/pipelineservices"
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples" / "imdb_ensemble"
+INGRESSES = kmock.resource("networking.k8s.io/v1/ingresses")
 OPS = [
     {"name": "read", "class": "ops:ReadOp"},
     {"name": "bow", "class": "ops:BowOp", "inputs": ["read"], "placement": "service", "replicas": 2},
@@ -131,6 +135,47 @@ async def test_create_makes_every_child_with_owner_references_and_patches_status
 
     async with aiohttp.ClientSession() as session, session.get(operator.liveness) as probe:
         assert probe.status == 200
+
+
+def stored_as_rendered(k8s: ApiEmulator, name: str) -> list[str]:
+    """Problems of the stored children against what the renderer makes of the stored parent."""
+    ps = parent(k8s, name)
+    problems = []
+    for child in render.render_children(ps):
+        where = f"{child['kind']}/{child['metadata']['name']}"
+        resource = resources.for_object(child)
+        stored = live(k8s, kmock.resource(f"{resource.api_version}/{resource.plural}"), child["metadata"]["name"])
+        if stored is None:
+            problems.append(f"{where} missing")
+        elif not apply.covers(stored, child):
+            problems.append(f"{where} differs from what was rendered")
+        elif [ref["uid"] for ref in stored["metadata"]["ownerReferences"]] != [ps["metadata"]["uid"]]:
+            problems.append(f"{where} is not owned by {name}")
+    return problems
+
+
+async def test_ingresses_autoscalers_budgets_routes_and_redis_are_applied_and_pruned(
+    k8s: ApiEmulator, operator: RunningOperator
+) -> None:
+    example = yaml.safe_load((EXAMPLES / "pipelineservice-ingress.yaml").read_text())
+    example["metadata"]["namespace"] = "default"
+    await create(k8s, example)
+    await eventually(lambda: settled(k8s, 1, "imdb-prod"), "the first status")
+    assert stored_as_rendered(k8s, "imdb-prod") == []
+    kinds = {child["kind"] for child in render.render_children(parent(k8s, "imdb-prod"))}
+    assert {"Ingress", "HorizontalPodAutoscaler", "PodDisruptionBudget"} <= kinds
+    assert names_of(k8s, INGRESSES) == {"imdb-prod-gateway-http", "imdb-prod-gateway-grpc"}
+
+    routes = {"parentRefs": [{"name": "public", "namespace": "gateways"}], "hostnames": ["imdb.example.com"]}
+    store = {"store": "managed", "url": None, "passwordSecretRef": None}
+    await patch_spec(k8s, "imdb-prod", {"gateway": {"ingress": None, "routes": routes}, "payloadStore": store})
+    await eventually(lambda: settled(k8s, 2, "imdb-prod"), "the status of generation 2")
+    assert stored_as_rendered(k8s, "imdb-prod") == []
+    assert not names_of(k8s, INGRESSES), "the Ingresses no longer asked for are pruned"
+    assert names_of(k8s, kmock.resource("gateway.networking.k8s.io/v1/httproutes")) == {"imdb-prod-gateway-http"}
+    assert names_of(k8s, kmock.resource("gateway.networking.k8s.io/v1/grpcroutes")) == {"imdb-prod-gateway-grpc"}
+    assert "imdb-prod-redis" in names_of(k8s, DEPLOYMENTS) and "imdb-prod-redis" in names_of(k8s, SERVICES)
+    assert parent(k8s, "imdb-prod")["status"]["redis"] == {"replicas": 1, "readyReplicas": 0}
 
 
 async def test_status_follows_the_deployments_becoming_ready_or_failing(
