@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+from typing import Any
 
 import pytest
 from helm_harness import CHARTS, HELM, Helm, HelmResult, Notes, Render, template_args

@@ -41,9 +41,6 @@ class HelmResult:
 
 
 Helm = Callable[..., HelmResult]
-
-
-Helm = Callable[..., HelmResult]
 Render = Callable[..., list[dict[str, Any]]]
 Notes = Callable[..., str]
 

@@ -2,19 +2,22 @@
 
 - every key in values.yaml is a property of the schema, and every property of the schema is
   in values.yaml (set, or commented out as an example), so neither drifts;
-- every key line of values.yaml has a comment above it (Kubernetes pass-through maps aside).
+- every key line of values.yaml has a comment above it (Kubernetes pass-through maps aside);
+- the real Helm, given values.yaml with every value of the wrong type and an unknown key in
+  every map, rejects each of them by its path: the schema checks every key.
 """
 
 from __future__ import annotations
 
 import json
+import pathlib
 import re
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
 import yaml
-from helm_harness import CHARTS
+from helm_harness import CHARTS, Helm, template_args
 
 # Keys whose children are Kubernetes' own objects, documented by their parent.
 PASS_THROUGH = re.compile(r"(^|\.)(resources|requests|limits|tolerations|affinity|imagePullSecrets|nodeSelector)$")
@@ -82,3 +85,48 @@ def test_values_and_schema_declare_the_same_keys(chart: str) -> None:
 @pytest.mark.parametrize("chart", ["pipeserve", "pipeline"])
 def test_every_key_in_values_yaml_has_a_comment(chart: str) -> None:
     assert uncommented_keys((CHARTS / chart / "values.yaml").read_text()) == []
+
+
+TYPO = "x-typo"
+
+
+def wrong_values(values: Any, path: str = "") -> tuple[Any, list[str], list[str]]:
+    """``values`` with every leaf of the wrong type and an unknown key in every map of ours.
+
+    Returns the values and the JSON pointers of the leaves and of the maps, which the schema
+    must each reject.
+    """
+    leaves: list[str] = []
+    maps: list[str] = []
+    if isinstance(values, dict) and values:
+        wrong = {}
+        for name, sub in values.items():
+            pointer = name.replace("~", "~0").replace("/", "~1")
+            wrong[name], sub_leaves, sub_maps = wrong_values(sub, f"{path}/{pointer}")
+            leaves += sub_leaves
+            maps += sub_maps
+        if not PASS_THROUGH.search(path.replace("/", ".")):
+            wrong[TYPO] = 1
+            maps.append(path)
+        return wrong, leaves, maps
+    if isinstance(values, list) and values and all(isinstance(item, dict) for item in values):
+        items = [wrong_values(item, f"{path}/{i}") for i, item in enumerate(values)]
+        return [w for w, _, _ in items], [p for _, ls, _ in items for p in ls], [p for _, _, ms in items for p in ms]
+    # a scalar, list or empty map: a value of another type
+    return ([] if isinstance(values, dict) else {"unexpected": True}), [path], []
+
+
+@pytest.mark.parametrize("chart", ["pipeserve", "pipeline"])
+def test_helm_rejects_a_wrong_type_or_an_unknown_key_anywhere_in_values_yaml(
+    helm: Helm, tmp_path: pathlib.Path, chart: str
+) -> None:
+    values = yaml.safe_load((CHARTS / chart / "values.yaml").read_text())
+    wrong, leaves, maps = wrong_values(values)
+    path = tmp_path / "wrong.yaml"
+    path.write_text(yaml.safe_dump(wrong))
+    result = helm(*template_args(chart, []), "-f", str(path))
+    assert result.returncode != 0
+    unchecked = [leaf for leaf in leaves if f"at '{leaf}'" not in result.stderr]
+    assert unchecked == [], f"values the schema does not check:\n{result.stderr}"
+    loose = [m for m in maps if f"at '{m}': additional properties '{TYPO}' not allowed" not in result.stderr]
+    assert loose == [], f"maps that accept unknown keys:\n{result.stderr}"

@@ -26,8 +26,9 @@ VALUE_SETS = {
     "namespaced": NAMESPACED,
     "namespaced with peering": (*NAMESPACED, *PEERING),
     "cluster-wide with peering": PEERING,
-    "no crds, no service, existing account": (
+    "no crds, no service, no rbac, existing account": (
         "crds.enabled=false", "service.enabled=false", "serviceAccount.create=false", "serviceAccount.name=ops-admin",
+        "rbac.create=false",
     ),
     "scheduling and image": (
         "image.digest=sha256:" + "a" * 64, "operator.nodeSelector.kubernetes\\.io/os=linux",
@@ -92,6 +93,16 @@ def test_it_should_render_a_role_and_binding_per_watched_namespace_and_nothing_c
         assert binding["roleRef"]["name"] == "rel-pipeserve"
         assert binding["subjects"] == [{"kind": "ServiceAccount", "name": "rel-pipeserve", "namespace": "ops"}]
     assert not [doc for doc in docs if doc["kind"].startswith("Cluster")]
+
+
+def test_it_should_run_as_an_existing_account_and_leave_rbac_to_the_admin_when_asked(render: Render) -> None:
+    docs = render("pipeserve", "serviceAccount.create=false", "serviceAccount.name=ops-admin", "rbac.create=false")
+    assert the(docs, "Deployment")["spec"]["template"]["spec"]["serviceAccountName"] == "ops-admin"
+    assert not kinds(docs, "ServiceAccount")
+    assert not [doc for doc in docs if doc["apiVersion"].startswith("rbac.authorization.k8s.io/")]
+    named = render("pipeserve", "serviceAccount.name=pipeserve-operator", *NAMESPACED)
+    assert the(named, "ServiceAccount")["metadata"]["name"] == "pipeserve-operator"
+    assert {b["subjects"][0]["name"] for b in kinds(named, "RoleBinding")} == {"pipeserve-operator"}
 
 
 def test_it_should_run_replicas_with_peering_rules_crds_and_objects(render: Render) -> None:
