@@ -148,7 +148,7 @@ def log_batch(op: str, samples: Sequence[Any]) -> None:
         _BATCH_LOGGER.info(
             "[data_id=%s log_id=%s] op '%s' runs a batch of %d: data_ids %s log_ids %s",
             first.data_id, first.log_id, op, len(samples),
-            [s.data_id for s in samples], [s.log_id for s in samples],
+            [s.data_id for s in samples], [s.log_id for s in samples], stacklevel=2,
         )  # fmt: skip
 
 
