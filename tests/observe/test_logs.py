@@ -3,6 +3,7 @@
 Aspects covered:
 - an op that raises: pipeline.log.wf holds the line with the request's data_id and
   log_id and the traceback, and so does pipeline.log (INFO and up);
+- so does an op that raises in a worker process (``is_thread_op: false``);
 - an error the framework raises (a PipelineError, logged as a warning) has its traceback
   in pipeline.log.wf too;
 - at INFO, a batch of several requests gets one line, tagged with its first request,
@@ -193,3 +194,23 @@ async def test_an_error_the_framework_raises_is_in_the_wf_file_with_its_tracebac
     after = wf[wf.index(line) :]
     assert after.splitlines()[1] == "Traceback (most recent call last):"
     assert "in split_batch" in after and "OpOutputError: op 'miscount': process returned 2 results" in after
+
+
+class Doomed(Echo):
+    def process(self, feed_list: list[dict[str, Any]], typical_logid: int) -> Any:
+        raise RuntimeError("no luck in a worker process")
+
+
+async def test_an_op_in_a_worker_process_writes_its_traceback_to_the_same_wf_file(serve: Any) -> None:
+    running = await serve(
+        ResponseOp(input_ops=[Doomed(name="doomed", input_ops=[RequestOp()])]), {"dag": {"is_thread_op": False}}
+    )
+
+    body = await post(running, "x", 5151)
+
+    assert body["err_no"] != 0
+    wf = (running.log_dir / "pipeline.log.wf").read_text()
+    (line,) = [line for line in wf.splitlines() if line.startswith("ERROR ") and "op 'doomed'" in line]
+    assert "log_id=5151" in line
+    after = wf[wf.index(line) :].splitlines()
+    assert after[1] == "Traceback (most recent call last):" and after[-1] == "RuntimeError: no luck in a worker process"
