@@ -4,7 +4,12 @@
 - images are multi-stage, run as the non-root user the operator's pods run as, and install
   nothing in their final stage but runtime libraries (no compilers, no pip installs);
 - each image's `pip install` resolves in a fresh virtualenv for the image's Python and Linux
-  (`pip install --dry-run`: resolution from the package index, nothing installed);
+  (`pip install --dry-run`: resolution from the package index, nothing installed). This one
+  check asks PyPI: the images' Python (3.12 for the CUDA image), their manylinux tags and
+  onnxruntime-gpu are not what this machine has installed, so no local wheel or installed
+  distribution can say whether their pins have wheels; only metadata is fetched, no wheel;
+- what each image's build stage copies builds into a wheel (offline) that holds every module
+  and data file of the package and the `pipeserve` command the ENTRYPOINT runs;
 - the example image extends a base image and copies files that exist.
 
 paddlepaddle-gpu 3.x is published only on Paddle's package index, not on PyPI; its line is
@@ -21,9 +26,11 @@ import json
 import pathlib
 import re
 import shlex
+import shutil
 import subprocess
 import sys
 import tomllib
+import zipfile
 
 import pytest
 import yaml
@@ -256,3 +263,37 @@ def test_every_images_pip_install_resolves_in_a_fresh_virtualenv(tmp_path: pathl
         assert {"grpcio", "kopf", "numpy", "opentelemetry-sdk"} <= resolved, images
     assert failures == {}
     assert len(resolutions) == 2  # Debian's Python 3.11 images, and the CUDA image's Ubuntu Python 3.12
+
+
+def test_what_the_build_stage_copies_builds_the_whole_package_and_its_command(tmp_path: pathlib.Path) -> None:
+    contexts = {tuple(parse(path).stages[0].all("COPY")) for path in BASE_IMAGES}
+    assert len(contexts) == 1, "the images copy different sources: check each"
+    (copies,) = contexts
+    source = tmp_path / "src"
+    for copy in copies:
+        *sources, destination = shlex.split(copy)
+        for name in sources:
+            target = source / destination / (pathlib.Path(name).name if destination.endswith("/") else "")
+            if (ROOT / name).is_dir():
+                shutil.copytree(ROOT / name, target, ignore=shutil.ignore_patterns("__pycache__"))
+            else:
+                target.parent.mkdir(parents=True, exist_ok=True)
+                shutil.copy(ROOT / name, target)
+    built = subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", str(source), "--no-deps", "--no-build-isolation", "--no-index",
+         "--quiet", "--wheel-dir", str(tmp_path / "wheel")],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert built.returncode == 0, built.stdout + built.stderr
+    (wheel,) = (tmp_path / "wheel").glob("pipeserve-*.whl")
+    with zipfile.ZipFile(wheel) as archive:
+        names = set(archive.namelist())
+        (entry_points,) = [n for n in names if n.endswith(".dist-info/entry_points.txt")]
+        scripts = archive.read(entry_points).decode()
+    package = {
+        str(path.relative_to(ROOT))
+        for path in (ROOT / "pipeserve").rglob("*")
+        if path.is_file() and "__pycache__" not in path.parts and path.suffix not in {".pyc", ".pyi"}
+    }
+    assert package - names == set(), "files of the package the image would not have"
+    assert re.search(r"^\[console_scripts\]\npipeserve = pipeserve\.cli:main$", scripts, re.M), scripts
