@@ -1,6 +1,7 @@
 """The operator chart (charts/pipeserve), rendered by the real Helm.
 
 - it lints and renders with the defaults and with other values, and every object is valid;
+- the operator container's command line is one `pipeserve` accepts, whatever the values;
 - the operator's arguments carry the watched namespaces, its probe and its peering;
 - RBAC is the operator package's least-privilege rules: one ClusterRole, or a Role and a
   RoleBinding in each watched namespace and nothing cluster-scoped;
@@ -10,12 +11,16 @@
 
 from __future__ import annotations
 
+import argparse
+import contextlib
+import io
 import json
 from typing import Any
 
 import pytest
 from helm_harness import CHARTS, Helm, Notes, Render, template_args, validate_manifest
 
+from pipeserve import cli
 from pipeserve.operator import crd, peering, rbac
 
 NAMESPACED = ("operator.watchAllNamespaces=false", "operator.watchNamespaces={ml-prod,ml-staging}")
@@ -61,6 +66,23 @@ def test_chart_lints_and_every_rendered_object_is_valid(helm: Helm, render: Rend
     assert kinds(docs, "Deployment")
     for doc in docs:
         validate_manifest(doc)
+
+
+@pytest.mark.parametrize("sets", VALUE_SETS.values(), ids=VALUE_SETS.keys())
+def test_the_operator_container_runs_a_command_line_the_cli_accepts(render: Render, sets: tuple[str, ...]) -> None:
+    container = operator_container(render("pipeserve", *sets))
+    assert container["command"] == ["pipeserve"]
+    parser = argparse.ArgumentParser(prog="pipeserve", exit_on_error=False)
+    subparsers = parser.add_subparsers(dest="command", required=True)
+    for command in cli.COMMANDS:
+        command.add_arguments(subparsers.add_parser(command.NAME))
+    stderr = io.StringIO()
+    with contextlib.redirect_stderr(stderr):
+        try:
+            args = parser.parse_args(container["args"])
+        except (SystemExit, argparse.ArgumentError) as exc:
+            pytest.fail(f"pipeserve {' '.join(container['args'])}: {exc} {stderr.getvalue()}")
+    assert args.command == "operator"
 
 
 def test_it_should_watch_every_namespace_by_default_with_one_cluster_role(render: Render) -> None:
