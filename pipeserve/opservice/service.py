@@ -143,8 +143,6 @@ class OpHandler:
         times: stages.StageTimes | None = [] if batch.timed or observed else None
         handed = time.time_ns()
         if samples:
-            if len(samples) > 1:
-                logs.log_batch(self.op_name, samples)  # seed §5.1, as the gateway does
             self._running += len(samples)
             arrival = -1
             if observed:

@@ -503,8 +503,6 @@ class _Node:
 
     async def _run_batch(self, items: list[tuple[_Request, stages.Sample]], slots: asyncio.Semaphore) -> None:
         samples = [sample for _, sample in items]
-        if len(samples) > 1:
-            logs.log_batch(self.name, samples)  # seed §5.1: one line lists the batch's data_ids
         executor = self.executor
         times: stages.StageTimes | None = None
         if executor.observers.active or executor.timed_requests:

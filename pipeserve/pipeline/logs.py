@@ -14,10 +14,10 @@ are the seeds' (512 MB; 20, 10 and 5 files). config.yml changes them::
       pipeline.log.wf: {max_bytes: 512000000, backup_count: 10}
       pipeline.tracer: {max_bytes: 512000000, backup_count: 5}
 
-Lines about a request carry its ``data_id`` and ``log_id`` (:func:`request_tag`). As in the
-seeds (§5.1), when auto-batching runs several requests together, one INFO line names the
-batch by its first request and lists every data_id (and log_id) of it (:func:`log_batch`);
-the error lines about a batch list them all too.
+Lines about a request carry its ``data_id`` and ``log_id`` (:func:`request_tag`); a line
+about a batch (an error, or at DEBUG the op run) lists every data_id of the batch with its
+log_id, in one line. At INFO nothing is written per request or batch, so that serving at
+INFO pays nothing for logs (a line costs tens of microseconds).
 """
 
 from __future__ import annotations
@@ -133,23 +133,6 @@ def setup(log_dir: str = "PipelineServingLogs", config: LogConfig | None = None)
 def request_tag(data_ids: Sequence[int], log_ids: Sequence[int]) -> str:
     """``data_id=3 log_id=7`` for one request; for a batch, every request of it in one tag."""
     return " ".join(f"data_id={d} log_id={lg}" for d, lg in zip(data_ids, log_ids))
-
-
-_BATCH_LOGGER = logging.getLogger("pipeserve.batch")
-
-
-def log_batch(op: str, samples: Sequence[Any]) -> None:
-    """The seeds' batch line (INFO): the batch tagged with its first request, every data_id listed.
-
-    ``samples`` have ``data_id`` and ``log_id``. Called only for batches of two or more.
-    """
-    if _BATCH_LOGGER.isEnabledFor(logging.INFO):
-        first = samples[0]
-        _BATCH_LOGGER.info(
-            "[data_id=%s log_id=%s] op '%s' runs a batch of %d: data_ids %s log_ids %s",
-            first.data_id, first.log_id, op, len(samples),
-            [s.data_id for s in samples], [s.log_id for s in samples], stacklevel=2,
-        )  # fmt: skip
 
 
 class RequestLog:

@@ -6,8 +6,8 @@ Aspects covered:
 - so does an op that raises in a worker process (``is_thread_op: false``);
 - an error the framework raises (a PipelineError, logged as a warning) has its traceback
   in pipeline.log.wf too;
-- at INFO, a batch of several requests gets one line, tagged with its first request,
-  listing every data_id and log_id of it (seed §5.1);
+- at INFO nothing is written for a request that went well; the error line of a failing
+  batch lists every data_id and log_id of it in one line;
 - ``log: {level: DEBUG}``: one line per op run of each request, every one carrying its
   data_id and log_id; a batch's line lists every data_id of the batch;
 - a file rotates at its configured ``max_bytes`` and keeps ``backup_count`` old files;
@@ -150,7 +150,7 @@ def test_the_log_section_defaults_to_the_seeds_and_is_checked() -> None:
     assert "log.level" in str(info.value) and "DEBUG, INFO" in str(info.value)
 
 
-async def test_at_info_a_batch_gets_one_line_listing_all_of_its_data_ids(serve: Any) -> None:
+async def test_at_info_a_batch_costs_no_line_and_its_error_line_lists_all_of_its_data_ids(serve: Any) -> None:
     gate = threading.Event()
     read = RequestOp()
     gated = Gated(gate, name="gated", input_ops=[read])
@@ -159,22 +159,18 @@ async def test_at_info_a_batch_gets_one_line_listing_all_of_its_data_ids(serve: 
         {"op": {"gated": {"batch_size": 3, "auto_batching_timeout": 60_000, "concurrency": 1}}},
     )
 
-    sent = asyncio.ensure_future(asyncio.gather(*(post(running, f"t{i}", 700 + i) for i in range(3))))
+    good = asyncio.ensure_future(asyncio.gather(*(post(running, f"t{i}", 700 + i) for i in range(3))))
     gate.set()
-    bodies = await asyncio.wait_for(sent, DEADLINE_S)
+    assert [b["err_no"] for b in await asyncio.wait_for(good, DEADLINE_S)] == [0, 0, 0]
+    assert "data_id" not in (running.log_dir / "pipeline.log").read_text()  # serving at INFO writes nothing
+    bad = asyncio.ensure_future(asyncio.gather(*(post(running, t, 710 + i) for i, t in enumerate(["a", "explode", "b"]))))
+    bodies = await asyncio.wait_for(bad, DEADLINE_S)
 
-    assert [b["err_no"] for b in bodies] == [0, 0, 0]
-    text = (running.log_dir / "pipeline.log").read_text()
-    assert " ran " not in text  # the per-run lines are DEBUG only
-    (line,) = [line for line in text.splitlines() if "runs a batch" in line]
-    assert line.startswith("INFO ")
-    found = re.search(r"\[data_id=(\d+) log_id=(\d+)\] op 'gated' runs a batch of 3: data_ids \[(.*)\] log_ids \[(.*)\]", line)
-    assert found, line
-    first_id, first_log = int(found.group(1)), int(found.group(2))
-    data_ids = [int(d) for d in found.group(3).split(", ")]
-    log_ids = [int(lg) for lg in found.group(4).split(", ")]
-    assert sorted(log_ids) == [700, 701, 702] and len(set(data_ids)) == 3
-    assert (data_ids[0], log_ids[0]) == (first_id, first_log)  # the batch is named by its first request
+    assert all(b["err_no"] != 0 for b in bodies)  # one bad feed fails its whole batch
+    wf = (running.log_dir / "pipeline.log.wf").read_text()
+    (line,) = [line for line in wf.splitlines() if line.startswith("ERROR ") and "op 'gated'" in line]
+    assert sorted(re.findall(r"log_id=(\d+)", line)) == ["710", "711", "712"]
+    assert len(set(re.findall(r"data_id=(\d+)", line))) == 3
 
 
 class Miscount(Echo):
