@@ -3,7 +3,8 @@
 Aspects covered:
 - an op that raises: pipeline.log.wf holds the line with the request's data_id and
   log_id and the traceback, and so does pipeline.log (INFO and up);
-- so does an op that raises in a worker process (``is_thread_op: false``);
+- so does an op that raises in a worker process (``is_thread_op: false``), and an answer
+  the ResponseOp cannot pack;
 - an error the framework raises (a PipelineError, logged as a warning) has its traceback
   in pipeline.log.wf too;
 - at INFO nothing is written for a request that went well; the error line of a failing
@@ -210,3 +211,22 @@ async def test_an_op_in_a_worker_process_writes_its_traceback_to_the_same_wf_fil
     assert "log_id=5151" in line
     after = wf[wf.index(line) :].splitlines()
     assert after[1] == "Traceback (most recent call last):" and after[-1] == "RuntimeError: no luck in a worker process"
+
+
+class Unsendable(Echo):
+    def postprocess(self, input_dicts: dict[str, Any], fetch_dict: Any, data_id: int, log_id: int) -> Any:
+        return {"text": object()}, None, ""
+
+
+async def test_an_answer_that_cannot_be_packed_is_in_the_wf_file_with_its_traceback(serve: Any) -> None:
+    running = await serve(ResponseOp(input_ops=[Unsendable(name="unsendable", input_ops=[RequestOp()])]))
+
+    body = await post(running, "x", 6262)
+
+    assert body["err_no"] != 0
+    wf = (running.log_dir / "pipeline.log.wf").read_text()
+    (line,) = [line for line in wf.splitlines() if line.startswith("WARNING ") and "cannot send" in line]
+    assert "log_id=6262" in line and re.search(r"data_id=\d+", line)
+    after = wf[wf.index(line) :].splitlines()
+    assert after[1] == "Traceback (most recent call last):"
+    assert after[-1].startswith("pipeserve.pipeline.errors.OpOutputError: text: cannot send a value of type object")
