@@ -14,6 +14,7 @@ import signal
 import socket
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from pipeserve.local import plan, supervisor
@@ -70,9 +71,10 @@ def alive(pid: int) -> bool:
     return stat.rpartition(")")[2].split()[0] != "Z"
 
 
-async def until(condition: object, what: str, reports: list[str]) -> None:
+async def until(condition: Callable[[], bool], what: str, reports: list[str]) -> None:
+    """Poll ``condition`` until it holds; fail with ``what`` and the reports at the deadline."""
     deadline = time.monotonic() + DEADLINE_S
-    while not condition():  # type: ignore[operator]
+    while not condition():
         assert time.monotonic() < deadline, f"{what}, reported:\n" + "\n".join(reports)
         await asyncio.sleep(0.02)
 
