@@ -1,11 +1,14 @@
-"""With ``OTEL_EXPORTER_OTLP_ENDPOINT`` set and no tracer provider of its own, a gateway sends
-its spans over OTLP (HTTP/protobuf) to that endpoint.
+"""With ``OTEL_EXPORTER_OTLP_ENDPOINT`` set and no tracer provider of their own, a gateway and
+its op service send their spans over OTLP (HTTP/protobuf) to that endpoint.
 
-One gateway process (the ``otel`` extra's exporter, the SDK's batch processor) sends to an
-OTLP receiver the test runs on loopback, which decodes each export with the OTLP protobuf
-messages. Aspects:
+A gateway process and a ``pipeserve opservice`` process (the ``otel`` extra's exporter, the
+SDK's batch processor) send to an OTLP receiver the test runs on loopback, which decodes
+each export with the OTLP protobuf messages. Aspects:
 - the request span continues the caller's ``traceparent``, and its op span is its child;
-- the spans name the service (resource ``service.name``) after the pipeline.
+- the op service's span of the sample is a child of the gateway's op span, in the same
+  trace: the context crossed processes in gRPC metadata;
+- the spans name their service (resource ``service.name``): the pipeline, and the
+  pipeline and op for the op service.
 """
 
 from __future__ import annotations
@@ -48,7 +51,8 @@ async def main():
     server = PipelineServer(name="otlp")
     server.set_response_op(ResponseOp(input_ops=[TagOp(name="tag", input_ops=[RequestOp()])]))
     server.prepare_server(yml_dict={
-        "host": "127.0.0.1", "http_port": 0, "rpc_port": 0, "log_dir": sys.argv[1], "op": {"tag": {"inline": True}},
+        "host": "127.0.0.1", "http_port": 0, "rpc_port": 0, "log_dir": sys.argv[1],
+        "op": {"tag": {"server_endpoints": [sys.argv[2]], "timeout": 5000}},
     })
     endpoints = await server.start()
     print(f"serving on http port {endpoints.http_port}", flush=True)
@@ -59,6 +63,17 @@ async def main():
 
 
 asyncio.run(main())
+'''
+
+
+OPS_MODULE = '''
+from pipeserve import Op
+
+
+class TagOp(Op):
+    def preprocess(self, input_dicts, data_id, log_id):
+        ((_, values),) = input_dicts.items()
+        return {"x": values["x"]}, False, None, ""
 '''
 
 
@@ -105,52 +120,79 @@ def receiver() -> Iterator[Receiver]:
     thread.join(5)
 
 
-def test_a_gateway_sends_its_spans_over_otlp_to_the_endpoint(tmp_path: Path, receiver: Receiver) -> None:
+@pytest.fixture
+def processes() -> Iterator[list[subprocess.Popen[str]]]:
+    """Processes of one test, each stopped with SIGTERM (killed if it does not stop)."""
+    started: list[subprocess.Popen[str]] = []
+    yield started
+    for proc in started:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(5)
+
+
+def start(processes: list[subprocess.Popen[str]], args: list[str], cwd: Path, env: dict[str, str], banner: str) -> str:
+    """Start a process; the first group of ``banner`` in its output, once it prints it."""
+    proc = subprocess.Popen(
+        [sys.executable, "-u", *args], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=cwd, env=env
+    )
+    processes.append(proc)
+    assert proc.stdout is not None
+    seen = []
+    for line in proc.stdout:  # the process prints its banner once serving, and ends on an error
+        seen.append(line)
+        if match := re.search(banner, line):
+            return match.group(1)
+    pytest.fail(f"{args} did not start:\n" + "".join(seen))
+
+
+def test_a_gateway_and_its_op_service_send_one_trace_over_otlp(
+    tmp_path: Path, receiver: Receiver, processes: list[subprocess.Popen[str]]
+) -> None:
     (tmp_path / "gateway.py").write_text(GATEWAY)
+    (tmp_path / "tagops.py").write_text(OPS_MODULE)
+    (tmp_path / "config.yml").write_text("name: otlp\nhttp_port: 0\nop:\n  tag:\n    class: tagops:TagOp\n")
     env = {
         **{k: v for k, v in os.environ.items() if not k.startswith("OTEL_")},
         "OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{receiver.server_address[1]}",
         "OTEL_BSP_SCHEDULE_DELAY": "50",
     }
-    proc = subprocess.Popen(
-        [sys.executable, "-u", str(tmp_path / "gateway.py"), str(tmp_path / "logs")],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=tmp_path, env=env,
+    port = start(
+        processes,
+        ["-m", "pipeserve.cli", "opservice", "--config", "config.yml", "--op", "tag", "--host", "127.0.0.1",
+         "--port", "0", "--grace", "1"],
+        tmp_path, env, r"op service 'tag' serving on \S+:(\d+)",
     )  # fmt: skip
-    try:
-        assert proc.stdout is not None
-        seen = []
-        for line in proc.stdout:
-            seen.append(line)
-            if match := re.search(r"serving on http port (\d+)", line):
-                break
-        else:
-            pytest.fail("the gateway did not start:\n" + "".join(seen))
-        reply = httpx.post(
-            f"http://127.0.0.1:{match.group(1)}/otlp/prediction", json={"key": ["x"], "value": ["1"]},
-            headers={"traceparent": f"00-{TRACE}-{PARENT}-01"}, timeout=DEADLINE_S,
-        )  # fmt: skip
-        assert reply.json()["err_no"] == 0
+    http_port = start(
+        processes, [str(tmp_path / "gateway.py"), str(tmp_path / "logs"), f"127.0.0.1:{port}"], tmp_path, env,
+        r"serving on http port (\d+)",
+    )  # fmt: skip
 
-        found: dict[str, dict[str, Any]] = {}
-        deadline = time.monotonic() + DEADLINE_S
-        while not {"otlp request", "op tag", "tag in"} <= set(found) and time.monotonic() < deadline:
-            try:
-                span = receiver.spans.get(timeout=0.1)
-            except queue.Empty:
-                continue
-            if span["trace"] == TRACE:
-                found[span["name"]] = span
-    finally:
-        proc.send_signal(signal.SIGTERM)
+    reply = httpx.post(
+        f"http://127.0.0.1:{http_port}/otlp/prediction", json={"key": ["x"], "value": ["1"]},
+        headers={"traceparent": f"00-{TRACE}-{PARENT}-01"}, timeout=DEADLINE_S,
+    )  # fmt: skip
+    assert reply.json()["err_no"] == 0
+
+    names = {"otlp request", "op tag", "tag in", "tag (op service)"}
+    found: dict[str, dict[str, Any]] = {}
+    deadline = time.monotonic() + DEADLINE_S
+    while not names <= set(found) and time.monotonic() < deadline:
         try:
-            proc.wait(15)
-        finally:
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait(5)
-
-    assert {"otlp request", "op tag", "tag in"} <= set(found), sorted(found)
-    request, op = found["otlp request"], found["op tag"]
+            span = receiver.spans.get(timeout=0.1)
+        except queue.Empty:
+            continue
+        if span["trace"] == TRACE:
+            found[span["name"]] = span
+    assert names <= set(found), sorted(found)
+    request, op, remote = found["otlp request"], found["op tag"], found["tag (op service)"]
     assert request["parent"] == PARENT
     assert op["parent"] == request["span"] and found["tag in"]["parent"] == op["span"]
-    assert {span["service"] for span in found.values()} == {"otlp"}
+    assert remote["parent"] == op["span"]
+    assert {name: span["service"] for name, span in found.items() if name in names} == {
+        "otlp request": "otlp", "op tag": "otlp", "tag in": "otlp", "tag (op service)": "otlp-tag",
+    }  # fmt: skip
