@@ -4,12 +4,15 @@ With ``dag.use_profile: true`` the server prints, for each request, a line in th
 Timeline form to standard output, and writes the same line to ``pipeline.profile`` in the
 log directory::
 
-    PROFILE<TAB>pid:4242<TAB>data_id:7<TAB>log_id:12<TAB>call#DAG_0:1700000000000001 call#DAG_1:1700000000004321 in#bow_0:... in#bow_1:...
+    PROFILE<TAB>pid:4242<TAB>call#DAG_0:1700000000000001 call#DAG_1:1700000000004321 in#bow_0:... in#bow_1:...<TAB>data_id:7<TAB>log_id:12
 
 Each event is ``<stage>#<op>_0:<start>`` and ``<stage>#<op>_1:<end>``, in microseconds
-since the epoch; a stage an op service ran names the op ``<op>@remote:<host:port>``. The
-Analyst (:mod:`pipeserve.pipeline.analyst`) turns such lines into a Chrome trace. The
-client's ``predict(..., profile=True)`` prints the same line for its own request.
+since the epoch; a stage an op service ran names the op ``<op>@remote:<host:port>``. As in
+the seeds' Timeline, the events are the third field, so tools written for the seeds' lines
+read ours (those that split an event at its one ``:`` read the stages run here; a remote
+stage's name holds the endpoint's colons); the request's ids follow. The Analyst
+(:mod:`pipeserve.pipeline.analyst`) turns such lines, and the seeds', into a Chrome trace.
+The client's ``predict(..., profile=True)`` prints the same line for its own request.
 """
 
 from __future__ import annotations
@@ -39,7 +42,7 @@ def format_line(data_id: int, log_id: int, timeline: Iterable[observe.StageTimin
         events.append(f"{timing.stage}#{track}_0:{timing.start_ns // 1000}")
         events.append(f"{timing.stage}#{track}_1:{timing.end_ns // 1000}")
     pid = os.getpid() if pid is None else pid
-    return f"{PREFIX}\tpid:{pid}\tdata_id:{data_id}\tlog_id:{log_id}\t{' '.join(events)}"
+    return f"{PREFIX}\tpid:{pid}\t{' '.join(events)}\tdata_id:{data_id}\tlog_id:{log_id}"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -56,6 +59,9 @@ class Span:
     end_us: int
 
 
+_ID_FIELDS = frozenset({"pid", "data_id", "log_id"})
+
+
 class ProfileFormatError(ValueError):
     """A PROFILE line that cannot be read; the message names the file and line."""
 
@@ -64,7 +70,7 @@ def parse(lines: Iterable[str], source: str = "profile") -> Iterator[Span]:
     """The spans of every PROFILE line; other lines (server output) are skipped.
 
     Lines of the seeds' own Timeline (no data_id field, ``prep#[op|0]_0:...``) are read
-    too: their requests are numbered in order.
+    too: their requests are numbered in order. So are lines written with the events last.
 
     Raises:
         ProfileFormatError: a PROFILE line is malformed.
@@ -75,11 +81,14 @@ def parse(lines: Iterable[str], source: str = "profile") -> Iterator[Span]:
         at = line.find(PREFIX + "\t")
         if at < 0:
             continue
-        fields = line[at:].split("\t")
         info: dict[str, str] = {}
-        for field in fields[1:-1]:
+        events: list[str] = []
+        for field in line[at:].split("\t")[1:]:
             key, _, value = field.partition(":")
-            info[key] = value
+            if key in _ID_FIELDS:
+                info[key] = value
+            else:
+                events.append(field)
         try:
             pid = int(info.get("pid", "0"))
             if "data_id" in info:
@@ -87,7 +96,7 @@ def parse(lines: Iterable[str], source: str = "profile") -> Iterator[Span]:
             else:
                 data_id, unnamed = unnamed, unnamed + 1
             log_id = int(info.get("log_id", "0"))
-            yield from _spans(fields[-1], pid, data_id, log_id)
+            yield from _spans(" ".join(events), pid, data_id, log_id)
         except ValueError as exc:
             raise ProfileFormatError(f"{source}:{number}: not a profile line ({exc}): {line[:200]!r}") from None
 

@@ -12,7 +12,8 @@ Aspects covered:
 - an op run in an op service: the request's timeline holds the service's stages
   (``where="remote:<endpoint>"``) between the gateway's own ``in`` and ``out``, and
   ``PipelineClient.predict(..., profile=True)`` returns that timeline and prints its line;
-- a profile line of the seeds' own Timeline form is read too.
+- a profile line of the seeds' own Timeline form is read too, and ours has the seeds'
+  layout (events third, one ``:`` in each of a stage run here), the ids after them.
 """
 
 from __future__ import annotations
@@ -316,3 +317,38 @@ async def test_the_timeline_of_a_request_includes_the_op_services_stages(serve: 
     trace = check_chrome_trace((tmp_path / "trace.json").read_text())
     assert f"first @ {remote}" in thread_names(trace).values()
     assert len(stage_events(trace)) == 2 * (1 + 5 + 5 + 2)  # two requests: call, first (2 here, 5 there), second
+
+
+def test_a_profile_line_reads_as_the_seeds_timeline_with_the_events_third() -> None:
+    remote = "remote:127.0.0.1:9000"
+    timeline = [
+        observe.StageTiming("DAG", "call", (4,), (9,), 1_000_000, 9_000_000),
+        observe.StageTiming("bow", "in", (4,), (9,), 2_000_000, 2_500_000),
+        observe.StageTiming("bow", "midp", (4,), (9,), 3_000_000, 4_000_000, remote),
+    ]
+    line = profile.format_line(4, 9, timeline, pid=77)
+
+    # The seeds' Timeline is read as: tab fields PROFILE, pid:<pid>, then the events, each
+    # <stage>#<track>_<0|1>:<us>, a stage run here with a single ':'.
+    fields = line.strip().split("\t")
+    assert fields[:2] == ["PROFILE", "pid:77"] and fields[3:] == ["data_id:4", "log_id:9"]
+    events = []
+    for event in fields[2].split(" "):
+        name, stamp = event.rsplit(":", 1)
+        label, edge = name.rsplit("_", 1)
+        stage, track = label.split("#")
+        assert ":" not in name or track.startswith("bow@remote:"), event
+        events.append((stage, track, edge, int(stamp)))
+    assert events == [
+        ("call", "DAG", "0", 1000), ("call", "DAG", "1", 9000),
+        ("in", "bow", "0", 2000), ("in", "bow", "1", 2500),
+        ("midp", f"bow@{remote}", "0", 3000), ("midp", f"bow@{remote}", "1", 4000),
+    ]  # fmt: skip
+
+    spans = list(profile.parse([line]))
+    assert [(s.op, s.stage, s.where, s.start_us, s.end_us) for s in spans] == [
+        ("DAG", "call", "", 1000, 9000), ("bow", "in", "", 2000, 2500), ("bow", "midp", remote, 3000, 4000),
+    ]  # fmt: skip
+    assert {(s.pid, s.data_id, s.log_id) for s in spans} == {(77, 4, 9)}
+    events_last = "\t".join([fields[0], fields[1], fields[3], fields[4], fields[2]])
+    assert list(profile.parse([events_last])) == spans  # lines with the ids first read the same
