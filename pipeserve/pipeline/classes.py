@@ -23,5 +23,6 @@ def import_class(path: str, where: str, base: type) -> type:
     except Exception as exc:  # noqa: BLE001 - user code: any failure on import is reported
         raise errors.ConfigError(f"{where}: cannot import {path!r}: {type(exc).__name__}: {exc}") from exc
     if not (isinstance(target, type) and issubclass(target, base)):
-        raise errors.ConfigError(f"{where}: {path!r} is not a {base.__name__} subclass")
+        article = "an" if base.__name__[0] in "AEIOU" else "a"
+        raise errors.ConfigError(f"{where}: {path!r} is not {article} {base.__name__} subclass")
     return target
