@@ -15,8 +15,9 @@ Plus helpers to wait for a state with a deadline (never for a time).
 kmock 0.8 stores objects as sent. ApiEmulator adds what kopf and the operator rely on and
 a real API server does: ``uid``/``resourceVersion``/``creationTimestamp``/``generation``
 (bumped when a spec changes), ``generateName``, list ``resourceVersion`` with watches that
-resume after it, ``labelSelector`` on lists, and garbage collection of objects whose owners
-are all gone (ownerReferences), so deletion can be checked end to end.
+resume after it and lose no change made while they start, ``labelSelector`` on lists, and
+garbage collection of objects whose owners are all gone (ownerReferences), so deletion can
+be checked end to end.
 """
 
 from __future__ import annotations
@@ -98,15 +99,32 @@ class ApiEmulator(kmock.KubernetesEmulator):
         return result
 
     async def _serve_watch(self, request: Any) -> AsyncIterator[Any]:
+        """The objects there are now, then every later change, none lost in between.
+
+        kmock 0.8 takes the snapshot under its lock but starts following the event bus only
+        after sending it, so a change made meanwhile never reached the watcher (a peer's
+        keep-alive, a deletion): here the bus is marked under the same lock as the snapshot.
+        The replay skips what the preceding list (``resourceVersion``) already returned.
+        """
+        yield b""  # send the headers: the stream is open even if nothing happens
         since = int(request.params.get("resourceVersion") or 0)
-        async for event in super()._serve_watch(request):
-            # Skip the replay of what the preceding list returned. Only ADDED events replay:
-            # a DELETED event carries the object's last resourceVersion, old as it may be.
-            if isinstance(event, dict) and event.get("type") == "ADDED":
-                revision = int(event.get("object", {}).get("metadata", {}).get("resourceVersion") or 0)
-                if revision and revision <= since:
-                    continue
-            yield event
+        bus = self._buses[request.resource]
+        async with self._lock:
+            marker = await bus.mark()
+            objects = [obj for obj in self._KubernetesEmulator__get_objs(request, strict=False) if not obj.deleted]
+            snapshot = [obj.raw for obj in objects]
+        try:
+            for raw in snapshot:
+                revision = int(raw.get("metadata", {}).get("resourceVersion") or 0)
+                if not (revision and revision <= since):
+                    yield {"type": "ADDED", "object": raw}
+            async for event in bus.stream(since=marker):
+                metadata = event.get("object", {}).get("metadata", {})
+                namespace, name = metadata.get("namespace"), metadata.get("name")
+                if self._KubernetesEmulator__check(request, request.resource, namespace, name, strict=False):
+                    yield event
+        finally:
+            await bus.unmark(marker)
 
     async def _collect_garbage(self) -> None:
         """Delete objects whose owners are all gone, until nothing more goes (cascades).
