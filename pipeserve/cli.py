@@ -11,13 +11,19 @@ from pipeserve.commands import analyze, check, gateway, graph, operator, opservi
 COMMANDS: tuple[ModuleType, ...] = (check, gateway, opservice, graph, operator, analyze, run)
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Run the command line; returns the exit status."""
+def build_parser() -> argparse.ArgumentParser:
+    """The parser of every subcommand (what a Deployment's or image's arguments must satisfy)."""
     parser = argparse.ArgumentParser(prog="pipeserve", description="Serve inference pipelines.")
     parser.add_argument("--version", action="store_true", help="print the version and exit")
     subparsers = parser.add_subparsers(dest="command")
     for command in COMMANDS:
         command.add_arguments(subparsers.add_parser(command.NAME, help=command.HELP))
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the command line; returns the exit status."""
+    parser = build_parser()
     args = parser.parse_args(argv)
     if args.version:
         from pipeserve import __version__

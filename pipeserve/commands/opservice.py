@@ -25,6 +25,34 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--max-connection-age", type=float, default=300.0,
         help="seconds after which connections are closed so clients re-resolve (default 300)",
     )  # fmt: skip
+    overrides = parser.add_argument_group("over the op's section of config.yml")
+    overrides.add_argument("--concurrency", type=_positive_int, help="workers of the op (op.<name>.concurrency)")
+    overrides.add_argument(
+        "--device-type", choices=DEVICE_TYPES, help="local_service_conf.device_type of the op"
+    )
+    overrides.add_argument("--precision", choices=PRECISIONS, help="local_service_conf.precision of the op")
+
+
+DEVICE_TYPES = ("cpu", "gpu", "tensorrt", "arm", "xpu")
+PRECISIONS = ("fp32", "fp16", "int8", "bf16")
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be an integer >= 1, got {value}")
+    return value
+
+
+def op_overrides(args: argparse.Namespace) -> dict[str, object]:
+    """The op config keys the command line sets."""
+    overrides: dict[str, object] = {}
+    if args.concurrency is not None:
+        overrides["concurrency"] = args.concurrency
+    runtime = {key: value for key, value in (("device_type", args.device_type), ("precision", args.precision)) if value}
+    if runtime:
+        overrides["local_service_conf"] = runtime
+    return overrides
 
 
 def run(args: argparse.Namespace) -> int:
@@ -34,4 +62,4 @@ def run(args: argparse.Namespace) -> int:
         host=args.host, port=args.port, grace_s=args.grace, max_connection_age_s=args.max_connection_age,
         metrics_port=args.metrics_port,
     )  # fmt: skip
-    return server.run(args.config, args.op, settings, args.op_class)
+    return server.run(args.config, args.op, settings, args.op_class, op_overrides(args))

@@ -132,7 +132,8 @@ def make_plan(
             config["op"][op]["server_endpoints"] = [f"{LOOPBACK}:{p}" for p in ports[deployment["metadata"]["name"]]]
     if redis_ports:
         config["payload"]["redis_url"] = f"redis://{LOOPBACK}:{redis_ports[0]}/0"
-    if _cpu_only(options, config):
+    cpu_only = _cpu_only(options, config)
+    if cpu_only:
         notes.append("no GPU here (no nvidia-smi): GPU ops run on the CPU")
         for section in config["op"].values():
             local = section.get("local_service_conf") or {}
@@ -148,7 +149,7 @@ def make_plan(
 
     processes: list[Process] = []
     for deployment in sorted(deployments, key=lambda d: ("redis", "op", "gateway").index(_kind(d))):
-        processes.extend(_processes(deployment, ports, options, source_dir, files, http_port, grpc_port))
+        processes.extend(_processes(deployment, ports, options, source_dir, files, http_port, cpu_only))
     name = config.get("name") or document["metadata"]["name"]
     method = (config.get("method") or ["prediction"])[0]
     return Plan(
@@ -175,7 +176,7 @@ def _processes(
     source_dir: Path,
     files: Mapping[str, str],
     http_port: int,
-    grpc_port: int,
+    cpu_only: bool,
 ) -> list[Process]:
     kind = _kind(deployment)
     container = deployment["spec"]["template"]["spec"]["containers"][0]
@@ -195,6 +196,8 @@ def _processes(
             argv += ["--bind", LOOPBACK]
         elif kind == "op":
             argv = [options.python, "-m", "pipeserve.cli", *_set_option(args, "--port", str(port)), "--host", LOOPBACK]
+            if cpu_only and "--device-type" in argv:
+                argv = _set_option(argv, "--device-type", "cpu")
             if "--metrics-port" in argv:
                 argv = _set_option(argv, "--metrics-port", str(_free_port()))
         else:
@@ -211,7 +214,6 @@ def _processes(
                 log_path=options.workdir / "logs" / f"{name.replace(' ', '-').replace('#', '')}.log",
             )
         )
-    del grpc_port  # the gateway takes both of its ports from config.yml
     return processes
 
 

@@ -124,7 +124,7 @@ def op_deployment(parent: Mapping[str, Any], op: Mapping[str, Any], hash_value: 
     container = _container(spec, "opservice", op.get("image"), op.get("env"), _op_resources(op))
     container["args"] = [
         "opservice", "--config", f"{naming.CONFIG_DIR}/{naming.CONFIG_FILE}", "--op", op_name,
-        "--port", str(port), "--grace", _number(grace),
+        "--port", str(port), "--grace", _number(grace), *_runtime_args(op),
     ]  # fmt: skip
     container["ports"] = [{"name": "grpc", "containerPort": port, "protocol": "TCP"}]
     # The pods read config.yml at start: a change to their part of it must restart them.
@@ -356,3 +356,14 @@ def _number(value: float) -> str:
 
 def _yaml(data: Mapping[str, Any]) -> str:
     return yaml.safe_dump(dict(data), sort_keys=False, default_flow_style=False)
+
+
+def _runtime_args(op: Mapping[str, Any]) -> list[str]:
+    """How the op runs, on its command line too (config.yml has the same): what the pod shows."""
+    args = []
+    if op.get("concurrency") is not None:
+        args += ["--concurrency", str(op["concurrency"])]
+    args += ["--device-type", spec_mod.device_type(op)]
+    if op.get("precision") is not None:
+        args += ["--precision", str(op["precision"])]
+    return args

@@ -23,7 +23,7 @@ import logging
 import os
 import signal
 import sys
-from collections.abc import Coroutine
+from collections.abc import Coroutine, Mapping
 from typing import Any, Final
 
 import grpc
@@ -215,14 +215,24 @@ def load_op(config: config_mod.ServerConfig, op_name: str, class_path: str | Non
     return op
 
 
-def run(config_path: str, op_name: str, settings: Settings, class_path: str | None = None) -> int:
-    """The ``pipeserve opservice`` command: serve until signalled; returns the exit status."""
+def run(
+    config_path: str,
+    op_name: str,
+    settings: Settings,
+    class_path: str | None = None,
+    op_overrides: Mapping[str, Any] | None = None,
+) -> int:
+    """The ``pipeserve opservice`` command: serve until signalled; returns the exit status.
+
+    ``op_overrides`` are keys of the op's config section set from the command line
+    (concurrency, device type, precision: what a Deployment sets per op).
+    """
     config_dir = os.path.dirname(os.path.abspath(config_path))
     for path in (config_dir, os.getcwd()):
         if path not in sys.path:
             sys.path.insert(0, path)  # the user's op modules sit beside their config
     try:
-        config = config_mod.load(config_path)
+        config = config_mod.load(config_path, op_overrides={op_name: op_overrides} if op_overrides else None)
         op = load_op(config, op_name, class_path)
         server = OpServer(op, config, settings)
     except (errors.ConfigError, errors.DagError) as exc:

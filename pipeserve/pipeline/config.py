@@ -441,7 +441,10 @@ def _read_yaml(path: str | os.PathLike[str]) -> tuple[str, object]:
 
 
 def load(
-    source: str | os.PathLike[str] | Mapping[str, Any], *, name: str | None = None
+    source: str | os.PathLike[str] | Mapping[str, Any],
+    *,
+    name: str | None = None,
+    op_overrides: Mapping[str, Mapping[str, Any]] | None = None,
 ) -> ServerConfig:
     """Read and check a config.yml, once, at start-up.
 
@@ -450,6 +453,8 @@ def load(
             messages).
         name: Default service name, from ``PipelineServer(name=...)``; a ``name:`` key in
             the config wins.
+        op_overrides: Per op name, keys set over that op's section before it is checked
+            (``local_service_conf`` merged key by key): what a command line sets.
 
     Returns:
         The whole config, with defaults filled in and ``rpc_port`` resolved.
@@ -459,12 +464,29 @@ def load(
             ``config.yml: op.bow.batch_size: must be an integer >= 1, got 0``.
     """
     label, raw = ("<dict>", source) if isinstance(source, Mapping) else _read_yaml(source)
+    if op_overrides:
+        raw = _with_op_overrides(raw, op_overrides)
     where = parse.Where(label)
     values = parse.fields(raw, where, _SERVER_KEYS)
     _ports(values, where)
     if "name" not in values and name is not None:
         values["name"] = _NAME(name, where.at("name (from PipelineServer(name=...))"))
     return ServerConfig(source=label, **values)
+
+
+def _with_op_overrides(raw: object, overrides: Mapping[str, Mapping[str, Any]]) -> object:
+    if not isinstance(raw, Mapping) or not isinstance(raw.get("op") or {}, Mapping):
+        return raw  # not a config: parsing says so
+    ops = dict(raw.get("op") or {})
+    for op_name, keys in overrides.items():
+        section = dict(ops.get(op_name) or {})
+        for key, value in keys.items():
+            if key == "local_service_conf" and isinstance(section.get(key), Mapping):
+                section[key] = {**section[key], **value}
+            else:
+                section[key] = value
+        ops[op_name] = section
+    return {**raw, "op": ops}
 
 
 def in_flight_limit(config: ServerConfig) -> int:

@@ -79,6 +79,8 @@ def test_config_sends_each_op_to_its_replicas_and_payloads_to_the_local_redis(tm
 def test_gpu_ops_run_on_the_cpu_when_asked_and_keep_their_gpus_otherwise(tmp_path: Path) -> None:
     made, config, _ = imdb_plan(tmp_path / "cpu", cpu_only=True)
     assert config["op"]["bow"]["local_service_conf"] == {"device_type": "cpu", "precision": "fp32"}
+    bow = next(p.argv for p in made.processes if p.name == "op bow #1")
+    assert bow[bow.index("--device-type") + 1] == "cpu"  # the command line says so too
     assert made.notes and "GPU ops run on the CPU" in made.notes[0]
     made, config, _ = imdb_plan(tmp_path / "gpu", cpu_only=False)
     assert config["op"]["bow"]["local_service_conf"]["device_type"] == "gpu"

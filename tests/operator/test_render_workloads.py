@@ -9,6 +9,8 @@ from typing import Any
 import pytest
 import yaml
 
+from pipeserve import cli
+from pipeserve.commands import opservice
 from pipeserve.operator import render
 from pipeserve.pipeline import config as config_mod
 
@@ -113,15 +115,19 @@ def test_without_a_payload_store_values_travel_inline() -> None:
 # --- Op services ---------------------------------------------------------------------------
 
 
-def test_op_deployment_runs_the_op_service_with_its_port_and_grace() -> None:
+def test_op_deployment_runs_the_op_service_with_its_port_grace_concurrency_device_and_precision() -> None:
     bow = child(imdb(), "Deployment", "imdb-bow")
     assert bow["spec"]["replicas"] == 2
     c = container(bow)
     assert c["command"] == ["pipeserve"]
     assert c["args"] == [
         "opservice", "--config", "/etc/pipeserve/config.yml", "--op", "bow", "--port", "9000", "--grace", "20",
-        "--metrics-port", "9100",
+        "--concurrency", "2", "--device-type", "gpu", "--precision", "fp16", "--metrics-port", "9100",
     ]  # fmt: skip
+    args = cli.build_parser().parse_args(c["args"])  # the op service accepts what the pod runs
+    assert opservice.op_overrides(args) == {
+        "concurrency": 2, "local_service_conf": {"device_type": "gpu", "precision": "fp16"}
+    }
     assert c["image"] == "registry.example/imdb:1"
     assert c["workingDir"] == "/app"
     assert c["ports"] == [

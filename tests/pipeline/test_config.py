@@ -506,3 +506,18 @@ def test_a_missing_file_is_refused_naming_its_path(tmp_path: pathlib.Path) -> No
     assert str(info.value) == (
         f"config.yml: cannot read the config file {str(path)!r}: No such file or directory"
     )
+
+
+def test_op_overrides_set_keys_over_the_ops_section_and_are_checked_like_it(tmp_path: pathlib.Path) -> None:
+    path = tmp_path / "config.yml"
+    path.write_text(
+        "http_port: 8000\nop:\n  bow:\n    concurrency: 1\n"
+        "    local_service_conf: {device_type: gpu, devices: '0', precision: fp32, model_config: m}\n"
+    )
+    overrides = {"bow": {"concurrency": 3, "local_service_conf": {"precision": "fp16"}}}
+    bow = config.load(path, op_overrides=overrides).ops["bow"]
+    assert bow.concurrency == 3
+    assert (bow.runtime.device_type, bow.runtime.precision, bow.runtime.devices) == (config.DeviceType.GPU, "fp16", (0,))
+    assert bow.runtime.options == {"model_config": "m"}  # the rest of local_service_conf stays
+    with pytest.raises(errors.ConfigError, match=r"^config\.yml: op\.bow\.local_service_conf\.precision: .*bf16"):
+        config.load(path, op_overrides={"bow": {"local_service_conf": {"precision": "bf16"}}})
