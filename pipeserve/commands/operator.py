@@ -26,6 +26,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )  # fmt: skip
     peers.add_argument("--standalone", action="store_true", help="no peering: a single replica (the default)")
     parser.add_argument("--priority", type=int, help="this replica's peering priority (default: random)")
+    parser.add_argument(
+        "--metrics-port", type=int, metavar="PORT",
+        help="serve Prometheus metrics at http://HOST:PORT/metrics (0 picks a free port; default: no metrics)",
+    )  # fmt: skip
+    parser.add_argument("--metrics-host", metavar="HOST", help="address of the metrics endpoint (default: 0.0.0.0)")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
 
 
@@ -39,9 +44,15 @@ def run(args: argparse.Namespace) -> int:
             liveness=args.liveness,
             peering=args.peering,
             priority=args.priority,
+            metrics_port=args.metrics_port,
+            metrics_host=args.metrics_host,
             verbose=args.verbose,
         )
     except main.OptionsError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    return main.run(options)
+    try:
+        return main.run(options)
+    except OSError as exc:  # the metrics port cannot be bound; the message names it
+        print(f"error: {exc}", file=sys.stderr)
+        return 1

@@ -15,7 +15,8 @@ live elsewhere and are tested without kopf. What happens here:
   handler is optional, so kopf puts no finalizer on the parent and deletion is never blocked
   (not even when the operator is down).
 
-Handlers register on ``registry``, not kopf's global one; ``main`` runs kopf with it.
+Handlers register on ``registry``, not kopf's global one; ``main`` runs kopf with it, and
+with ``memo.metrics`` (``metrics.OperatorMetrics``), which every handler run updates.
 Credentials: the service account in a pod, else the kubeconfig (``login``).
 """
 
@@ -31,6 +32,7 @@ from typing import Any
 import kopf
 
 from pipeserve.operator import apply, kube, render, resources, spec, status
+from pipeserve.operator import metrics as operator_metrics
 
 registry = kopf.OperatorRegistry()
 
@@ -48,6 +50,8 @@ async def configure(settings: kopf.OperatorSettings, memo: Any, **_: Any) -> Non
     settings.posting.level = logging.WARNING
     memo.kube = kube.Client(settings)
     memo.status_locks = {}
+    if "metrics" not in memo:  # kopf run without ``main.operate``: count anyway, serve nothing
+        memo.metrics = operator_metrics.OperatorMetrics()
 
 
 @kopf.on.login(registry=registry)
@@ -63,9 +67,16 @@ def login(**kwargs: Any) -> kopf.ConnectionInfo | None:
 @kopf.on.resume(*_PS, registry=registry)
 @kopf.on.create(*_PS, registry=registry)
 @kopf.on.update(*_PS, registry=registry)
-async def reconcile(body: kopf.Body, name: str, namespace: str | None, memo: Any, logger: Any, **_: Any) -> None:
+async def reconcile(
+    body: kopf.Body, name: str, namespace: str | None, reason: str, memo: Any, logger: Any, **_: Any
+) -> None:
     """Render, apply, prune, then write the status."""
-    namespace = namespace or "default"  # PipelineServices are namespaced; kopf types allow None
+    with memo.metrics.reconciliation(str(reason)):  # a kopf.Reason: "create", "update", "resume"
+        # PipelineServices are namespaced; kopf types allow None
+        await _reconcile(body, name, namespace or "default", memo, logger)
+
+
+async def _reconcile(body: kopf.Body, name: str, namespace: str, memo: Any, logger: Any) -> None:
     parent = copy.deepcopy(dict(body))
     generation = int(parent["metadata"].get("generation") or 0)
     current = await memo.kube.get(resources.PIPELINE_SERVICES, namespace, name)
@@ -77,20 +88,24 @@ async def reconcile(body: kopf.Body, name: str, namespace: str | None, memo: Any
     try:
         children = render.render_children(parent)
     except spec.InvalidSpecError as exc:
+        memo.metrics.invalid_specs.inc()
         kopf.warn(body, reason=status.INVALID_SPEC, message=str(exc))
         await refresh_status(memo, namespace, name, observed_generation=generation)
         raise kopf.PermanentError(f"invalid spec, nothing applied: {exc}") from exc
     outcomes = await apply.apply_all(memo.kube, children)
     pruned = await apply.prune(memo.kube, parent, children)
+    memo.metrics.children_changed(outcomes, pruned)
     changed = {key: outcome for key, outcome in outcomes.items() if outcome != "unchanged"}
     logger.info(f"children: {changed or 'all unchanged'}; pruned: {pruned or 'none'}")
     await refresh_status(memo, namespace, name, observed_generation=generation)
 
 
 @kopf.on.delete(*_PS, optional=True, registry=registry)
-async def released(name: str, logger: Any, **_: Any) -> None:
+async def released(name: str, namespace: str | None, memo: Any, logger: Any, **_: Any) -> None:
     """Children carry ownerReferences: Kubernetes deletes them with the parent."""
-    logger.info(f"PipelineService {name} deleted; its children go with it")
+    with memo.metrics.reconciliation("delete"):
+        memo.metrics.pipeline_ready(namespace or "default", name, None)
+        logger.info(f"PipelineService {name} deleted; its children go with it")
 
 
 @kopf.on.event("apps", "v1", "deployments", labels={resources.PIPELINE_LABEL: kopf.PRESENT}, registry=registry)
@@ -98,8 +113,11 @@ async def deployment_changed(
     type: str, namespace: str | None, labels: Mapping[str, str], memo: Any, logger: Any, **_: Any
 ) -> None:
     """A child Deployment changed: update the parent's status (re-create it if deleted)."""
-    namespace = namespace or "default"
-    pipeline = labels[resources.PIPELINE_LABEL]
+    with memo.metrics.reconciliation("deployment"):
+        await _deployment_changed(type, namespace or "default", labels[resources.PIPELINE_LABEL], memo, logger)
+
+
+async def _deployment_changed(type: str, namespace: str, pipeline: str, memo: Any, logger: Any) -> None:
     if type == "DELETED":
         parent = await memo.kube.get(resources.PIPELINE_SERVICES, namespace, pipeline)
         if parent is not None and not parent["metadata"].get("deletionTimestamp"):
@@ -108,6 +126,7 @@ async def deployment_changed(
             except spec.InvalidSpecError:
                 children = []  # the status says why; nothing to re-create from
             outcomes = await apply.apply_all(memo.kube, children)
+            memo.metrics.children_changed(outcomes)
             recreated = [key for key, outcome in outcomes.items() if outcome == "created"]
             if recreated:
                 logger.info(f"re-created {recreated} of {pipeline}")
@@ -126,6 +145,7 @@ async def refresh_status(memo: Any, namespace: str, name: str, *, observed_gener
         client: kube.Client = memo.kube
         parent = await client.get(resources.PIPELINE_SERVICES, namespace, name)
         if parent is None or parent["metadata"].get("deletionTimestamp"):
+            memo.metrics.pipeline_ready(namespace, name, None)
             return
         deployments = await client.list(resources.DEPLOYMENTS, namespace, {resources.PIPELINE_LABEL: name})
         previous = parent.get("status") or {}
@@ -133,6 +153,8 @@ async def refresh_status(memo: Any, namespace: str, name: str, *, observed_gener
             observed_generation = int(previous.get("observedGeneration") or 0)
         now = datetime.datetime.now(datetime.UTC)
         new = status.compute_status(parent, deployments, now, previous, observed_generation=observed_generation)
+        ready = [c["status"] for c in new.get("conditions", []) if c.get("type") == status.READY]
+        memo.metrics.pipeline_ready(namespace, name, ready[0] if ready else "Unknown")
         patch: dict[str, Any] = {key: value for key, value in new.items() if previous.get(key) != value}
         if "ops" in patch:  # a merge patch merges maps: ops no longer there must be nulled
             gone = {op: None for op in previous.get("ops") or {} if op not in patch["ops"]}

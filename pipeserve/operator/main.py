@@ -4,7 +4,8 @@ Scope: one namespace, several, or all of them (cluster-wide). Liveness: kopf's o
 endpoint (``--liveness http://0.0.0.0:8080/healthz``), which answers once kopf is up and its
 watches run. More than one replica: kopf peering (see ``peering``), where only the replica
 with the highest priority works; ``--standalone`` (the default) skips peering and needs no
-peering CRDs, right for a single replica.
+peering CRDs, right for a single replica. Metrics: with ``--metrics-port``, Prometheus metrics
+(see ``metrics``) at ``http://HOST:PORT/metrics``, served beside kopf for as long as it runs.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from typing import Any
 import kopf
 
 from pipeserve.operator import handlers
+from pipeserve.operator import metrics as operator_metrics
 
 
 class OptionsError(ValueError):
@@ -35,6 +37,9 @@ class Options:
             standalone (one replica).
         priority: This replica's peering priority; None picks a random one, so that
             replicas differ (kopf pauses every replica of an equal top priority).
+        metrics_port: Port to serve Prometheus metrics on (``/metrics``; 0 picks a free
+            one), or None for no metrics endpoint.
+        metrics_host: Address the metrics endpoint binds; None: every interface (0.0.0.0).
         verbose: Debug logging.
     """
 
@@ -43,6 +48,8 @@ class Options:
     liveness: str | None = None
     peering: str | None = None
     priority: int | None = None
+    metrics_port: int | None = None
+    metrics_host: str | None = None
     verbose: bool = False
 
     def __post_init__(self) -> None:
@@ -52,6 +59,10 @@ class Options:
             raise OptionsError("no namespace to watch: pass --namespace NS (repeatable) or --all-namespaces")
         if self.priority is not None and self.peering is None:
             raise OptionsError("--priority only matters with --peering NAME")
+        if self.metrics_port is not None and not 0 <= self.metrics_port <= 65535:
+            raise OptionsError(f"--metrics-port must be a port number from 0 to 65535, got {self.metrics_port}")
+        if self.metrics_host is not None and self.metrics_port is None:
+            raise OptionsError("--metrics-host only matters with --metrics-port PORT")
 
 
 def kopf_arguments(options: Options) -> dict[str, Any]:
@@ -78,8 +89,21 @@ def kopf_arguments(options: Options) -> dict[str, Any]:
 
 async def operate(options: Options, **extra: Any) -> None:
     """Run the operator until it is stopped; ``extra`` goes to ``kopf.operator`` (tests pass
-    credentials and stop/ready flags)."""
-    await kopf.operator(**kopf_arguments(options), **extra)
+    credentials and stop/ready flags).
+
+    Raises:
+        OSError: The metrics port cannot be bound, naming it.
+    """
+    metrics = operator_metrics.OperatorMetrics()
+    endpoint = None
+    if options.metrics_port is not None:
+        endpoint = operator_metrics.Endpoint(metrics, options.metrics_host or "0.0.0.0", options.metrics_port)
+        print(f"pipeserve operator: metrics at {endpoint.url}", flush=True)
+    try:
+        await kopf.operator(**kopf_arguments(options), memo=kopf.Memo(metrics=metrics), **extra)
+    finally:
+        if endpoint is not None:
+            endpoint.close()
 
 
 def run(options: Options) -> int:

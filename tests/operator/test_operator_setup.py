@@ -18,6 +18,8 @@ def test_the_cli_has_an_operator_command() -> None:
     [
         ([], "no namespace to watch: pass --namespace NS (repeatable) or --all-namespaces"),
         (["-n", "ml", "--priority", "5"], "--priority only matters with --peering NAME"),
+        (["-n", "ml", "--metrics-host", "127.0.0.1"], "--metrics-host only matters with --metrics-port PORT"),
+        (["-n", "ml", "--metrics-port", "70000"], "--metrics-port must be a port number from 0 to 65535, got 70000"),
     ],
 )
 def test_options_that_do_not_fit_are_refused_with_what_to_pass(
