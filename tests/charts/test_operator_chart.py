@@ -2,7 +2,10 @@
 
 - it lints and renders with the defaults and with other values, and every object is valid;
 - the operator container's command line is one `pipeserve` accepts, whatever the values;
-- the operator's arguments carry the watched namespaces, its probe and its peering;
+- the operator's arguments carry the watched namespaces, its probe, its metrics port and its
+  peering;
+- the operator's metrics get a container port and a ClusterIP Service (with Prometheus' scrape
+  annotations), both gone with operator.metrics.enabled=false;
 - RBAC is the operator package's least-privilege rules: one ClusterRole, or a Role and a
   RoleBinding in each watched namespace and nothing cluster-scoped;
 - the CRD is the operator package's, kept on uninstall, left out when disabled;
@@ -31,9 +34,14 @@ VALUE_SETS = {
     "namespaced": NAMESPACED,
     "namespaced with peering": (*NAMESPACED, *PEERING),
     "cluster-wide with peering": PEERING,
-    "no crds, no service, no rbac, existing account": (
-        "crds.enabled=false", "service.enabled=false", "serviceAccount.create=false", "serviceAccount.name=ops-admin",
-        "rbac.create=false",
+    "no crds, no service, no metrics, no rbac, existing account": (
+        "crds.enabled=false", "service.enabled=false", "operator.metrics.enabled=false", "serviceAccount.create=false",
+        "serviceAccount.name=ops-admin", "rbac.create=false",
+    ),
+    "metrics elsewhere": (
+        "operator.metrics.port=9402", "operator.metrics.service.port=80",
+        "operator.metrics.service.scrapeAnnotations=false",
+        "operator.metrics.service.annotations.example\\.com/team=ml",
     ),
     "scheduling and image": (
         "image.digest=sha256:" + "a" * 64, "operator.nodeSelector.kubernetes\\.io/os=linux",
@@ -88,7 +96,8 @@ def test_the_operator_container_runs_a_command_line_the_cli_accepts(render: Rend
 def test_it_should_watch_every_namespace_by_default_with_one_cluster_role(render: Render) -> None:
     docs = render("pipeserve", release="pipeserve", namespace="pipeserve-system")
     assert operator_container(docs)["args"] == [
-        "operator", "--all-namespaces", "--liveness", "http://0.0.0.0:8080/healthz", "--standalone",
+        "operator", "--all-namespaces", "--liveness", "http://0.0.0.0:8080/healthz", "--metrics-port", "9090",
+        "--standalone",
     ]  # fmt: skip
     assert the(docs, "ClusterRole")["rules"] == rbac.cluster_rules()
     binding = the(docs, "ClusterRoleBinding")
@@ -165,7 +174,7 @@ def test_it_should_leave_the_crd_out_or_unkept_when_asked(render: Render) -> Non
 
 
 def test_the_operator_pod_should_be_locked_down_and_probed(render: Render) -> None:
-    docs = render("pipeserve", "operator.healthPort=9090")
+    docs = render("pipeserve", "operator.healthPort=9090", "operator.metrics.port=9402")
     pod = the(docs, "Deployment")["spec"]["template"]["spec"]
     assert pod["securityContext"] == {
         "runAsNonRoot": True, "runAsUser": 10001, "runAsGroup": 10001, "seccompProfile": {"type": "RuntimeDefault"},
@@ -176,13 +185,67 @@ def test_the_operator_pod_should_be_locked_down_and_probed(render: Render) -> No
         "allowPrivilegeEscalation": False, "readOnlyRootFilesystem": True, "runAsNonRoot": True,
         "capabilities": {"drop": ["ALL"]},
     }  # fmt: skip
-    assert container["ports"] == [{"name": "http", "containerPort": 9090, "protocol": "TCP"}]
+    assert container["ports"][0] == {"name": "http", "containerPort": 9090, "protocol": "TCP"}
     assert container["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "http"}
     assert "http://0.0.0.0:9090/healthz" in container["args"]
     assert the(docs, "Deployment")["spec"]["strategy"] == {"type": "Recreate"}
-    service = the(docs, "Service")
+    service = service_named(docs, "rel-pipeserve")
     assert service["spec"]["ports"][0]["targetPort"] == "http"
     assert service["spec"]["selector"] == the(docs, "Deployment")["spec"]["selector"]["matchLabels"]
+
+
+def service_named(docs: list[dict[str, Any]], name: str) -> dict[str, Any]:
+    (service,) = [doc for doc in kinds(docs, "Service") if doc["metadata"]["name"] == name]
+    return service
+
+
+def test_it_should_serve_the_operators_metrics_behind_a_cluster_ip_service(render: Render) -> None:
+    docs = render("pipeserve", release="pipeserve", namespace="pipeserve-system")
+    container = operator_container(docs)
+    assert container["args"][container["args"].index("--metrics-port") + 1] == "9090"
+    assert {"name": "metrics", "containerPort": 9090, "protocol": "TCP"} in container["ports"]
+    service = service_named(docs, "pipeserve-metrics")
+    assert service["metadata"]["annotations"] == {
+        "prometheus.io/scrape": "true", "prometheus.io/port": "9090", "prometheus.io/path": "/metrics",
+    }  # fmt: skip
+    assert service["spec"]["type"] == "ClusterIP"
+    assert service["spec"]["ports"] == [{"name": "metrics", "port": 9090, "targetPort": "metrics", "protocol": "TCP"}]
+    assert service["spec"]["selector"] == the(docs, "Deployment")["spec"]["selector"]["matchLabels"]
+
+
+def test_it_should_set_the_metrics_ports_and_annotations_from_values(render: Render) -> None:
+    docs = render("pipeserve", *VALUE_SETS["metrics elsewhere"])
+    container = operator_container(docs)
+    assert container["args"][container["args"].index("--metrics-port") + 1] == "9402"
+    assert {"name": "metrics", "containerPort": 9402, "protocol": "TCP"} in container["ports"]
+    service = service_named(docs, "rel-pipeserve-metrics")
+    assert service["metadata"]["annotations"] == {"example.com/team": "ml"}
+    assert service["spec"]["ports"][0]["port"] == 80
+    scraped = service_named(render("pipeserve", "operator.metrics.port=9402"), "rel-pipeserve-metrics")
+    # the pod's port: Prometheus scrapes the endpoints behind the Service
+    assert scraped["metadata"]["annotations"]["prometheus.io/port"] == "9402"
+
+
+def test_it_should_serve_no_metrics_when_disabled(render: Render) -> None:
+    docs = render("pipeserve", "operator.metrics.enabled=false")
+    container = operator_container(docs)
+    assert not [arg for arg in container["args"] if arg.startswith("--metrics")]
+    assert [port["name"] for port in container["ports"]] == ["http"]
+    assert [service["metadata"]["name"] for service in kinds(docs, "Service")] == ["rel-pipeserve"]
+
+
+def test_the_metrics_service_name_fits_in_63_characters(render: Render) -> None:
+    docs = render("pipeserve", "fullnameOverride=" + "a" * 63)
+    assert service_named(docs, "a" * 55 + "-metrics")
+
+
+def test_a_metrics_port_equal_to_the_health_port_fails_naming_the_fix(helm: Helm) -> None:
+    result = helm(*template_args("pipeserve", ["operator.metrics.port=8080"]))
+    assert result.returncode != 0
+    assert (
+        "  - operator.metrics.port 8080 is operator.healthPort too, and one port serves one endpoint: "
+        "--set operator.metrics.port=<another port> or --set operator.metrics.enabled=false\n"
+    ) in result.stderr
 
 
 def test_bad_values_fail_once_naming_every_problem_and_its_fix(helm: Helm) -> None:
@@ -237,6 +300,8 @@ def test_the_notes_say_what_is_watched_how_to_apply_a_pipeline_and_reach_its_gat
     assert "kubectl apply -n ml-prod -f pipelineservice.yaml" in text
     assert "kubectl port-forward -n <namespace> svc/<name>-gateway" in text
     assert "WARNING" not in text
+    assert "http://pipeserve-metrics.pipeserve-system.svc:9090/metrics" in text
+    assert "metrics" not in notes("pipeserve", "operator.metrics.enabled=false")
     assert notes("pipeserve", "crds.enabled=false").startswith(
         "WARNING: crds.enabled is false; the PipelineService CRD must already be installed in this cluster."
     )

@@ -196,7 +196,8 @@ async def test_a_metrics_port_in_use_is_refused_by_name() -> None:
         taken.listen()
         port = taken.getsockname()[1]
         options = main.Options(namespaces=("default",), metrics_port=port, metrics_host="127.0.0.1")
-        with pytest.raises(OSError, match=rf"^cannot bind the metrics port 127\.0\.0\.1:{port}: Address already in use$"):
+        refused = rf"^cannot bind the metrics port 127\.0\.0\.1:{port}: Address already in use$"
+        with pytest.raises(OSError, match=refused):
             await main.operate(options)
 
 

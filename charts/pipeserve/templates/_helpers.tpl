@@ -49,7 +49,12 @@ helm.sh/chart: {{ include "pipeserve.chart" . }}
 {{- end -}}
 {{- end -}}
 
-{{/* The operator's command line: the scope it watches, its probe, its peering. */}}
+{{/* The metrics Service's name: the full name cut so that "-metrics" always fits. */}}
+{{- define "pipeserve.metricsServiceName" -}}
+{{- printf "%s-metrics" (include "pipeserve.fullname" . | trunc 55 | trimSuffix "-") -}}
+{{- end -}}
+
+{{/* The operator's command line: the scope it watches, its probe, its metrics, its peering. */}}
 {{- define "pipeserve.operatorArgs" -}}
 - operator
 {{- if .Values.operator.watchAllNamespaces }}
@@ -62,6 +67,10 @@ helm.sh/chart: {{ include "pipeserve.chart" . }}
 {{- end }}
 - --liveness
 - {{ printf "http://0.0.0.0:%d/healthz" (int .Values.operator.healthPort) | quote }}
+{{- if .Values.operator.metrics.enabled }}
+- --metrics-port
+- {{ .Values.operator.metrics.port | int | toString | quote }}
+{{- end }}
 {{- if .Values.operator.peering.enabled }}
 - --peering
 - {{ .Values.operator.peering.name | quote }}
@@ -92,6 +101,9 @@ fixes it, and the chart fails once with all of them.
 {{- end -}}
 {{- if and (gt (int $op.replicas) 1) (not $op.peering.enabled) -}}
 {{- $errors = append $errors (printf "operator.replicas is %d but operator.peering.enabled is false, so every replica would handle every PipelineService: --set operator.peering.enabled=true or --set operator.replicas=1" (int $op.replicas)) -}}
+{{- end -}}
+{{- if and $op.metrics.enabled (eq (int $op.metrics.port) (int $op.healthPort)) -}}
+{{- $errors = append $errors (printf "operator.metrics.port %d is operator.healthPort too, and one port serves one endpoint: --set operator.metrics.port=<another port> or --set operator.metrics.enabled=false" (int $op.metrics.port)) -}}
 {{- end -}}
 {{- if and (not .Values.serviceAccount.create) (not .Values.serviceAccount.name) -}}
 {{- $errors = append $errors "serviceAccount.create is false but serviceAccount.name is empty: --set serviceAccount.name=<existing account> or --set serviceAccount.create=true" -}}
