@@ -68,6 +68,13 @@ class DagExecutor:
             op.runtime_config = op_config.runtime
             self.nodes[name] = _Node(self, name, op, graph.inputs[name], op_config)
         self._response = _ResponseNode(self, graph.inputs[dag.RESPONSE])
+        self._straight: tuple[tuple[_Node, stages.StageRunner], ...] | None = None
+        """Every op with its runner in topological order, when every op runs inline one sample
+        at a time: such a DAG runs as a plain loop (see :meth:`_run_straight`)."""
+        inline = [(node, node.workers) for node in self.nodes.values() if node.fast]
+        if len(inline) == len(self.nodes):
+            runners = [(node, w.runner) for node, w in inline if isinstance(w, workers.InlineWorkers)]
+            self._straight = tuple(runners) if len(runners) == len(self.nodes) else None
         everything: dict[str, _Node | _ResponseNode] = {**self.nodes, dag.RESPONSE: self._response}
         self._successors = {
             name: [everything[s] for s in graph.successors(name)]
@@ -177,7 +184,32 @@ class DagExecutor:
         # A plain function handing back the coroutine: no extra frame per unobserved request.
         if profile or self.use_profile or self.observers.active:
             return self._run_observed(values, data_id, log_id, batch, profile or self.use_profile)
+        if self._straight is not None:
+            return self._run_straight(values, data_id, log_id, batch)
         return self._run(values, data_id, log_id, batch, None)
+
+    @property
+    def runs_straight(self) -> bool:
+        """Whether unobserved requests run as a straight loop (every op inline, unbatched)."""
+        return self._straight is not None
+
+    async def _run_straight(self, values: Any, data_id: int, log_id: int, batch: bool) -> channel.ChannelData:
+        """:meth:`_run` for a DAG whose ops all run inline one sample at a time, unobserved.
+
+        Such a request never yields to the loop: no other request can interleave, no timeout
+        can fire and nothing can queue, so the admission gate, the deadline and the per-request
+        bookkeeping of :meth:`_run` have nothing to do. The ops run in topological order, each
+        on its inputs' outputs; the first error ends the request, as it does there.
+        """
+        outputs: dict[str, Any] = {dag.REQUEST: values}
+        for node, runner in self._straight or ():
+            sample = stages.Sample({name: outputs[name] for name in node.inputs}, data_id, log_id, batch)
+            outcome = runner.run([sample])[0]
+            if isinstance(outcome, errors.PipelineError):
+                return channel.ChannelData(data_id, log_id, {}, outcome, node.name)
+            outputs[node.name] = outcome
+        inputs = self._response.inputs
+        return channel.ChannelData(data_id, log_id, {name: outputs[name] for name in inputs}, None, inputs[-1])
 
     async def _run_observed(
         self, values: Any, data_id: int, log_id: int, batch: bool, keep_timeline: bool
