@@ -15,7 +15,6 @@ import pytest
 from pipeserve import Op, ProductErrCode, RequestOp, ResponseOp
 from pipeserve.pipeline import channel, observe
 
-from conftest import Serve
 
 
 class Shout(Op):
@@ -60,7 +59,7 @@ def summary(result: channel.ChannelData) -> tuple[Any, ...]:
 
 
 @pytest.mark.parametrize("words", ["three little words", "boom", "bad", "skip this"])
-async def test_the_straight_path_answers_as_the_general_executor(serve: Serve, words: str) -> None:
+async def test_the_straight_path_answers_as_the_general_executor(serve: Any, words: str) -> None:
     read = RequestOp()
     shout, count = Shout(name="shout", input_ops=[read]), Count(name="count", input_ops=[read])
     join = Join(name="join", input_ops=[shout, count])
