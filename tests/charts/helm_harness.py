@@ -7,7 +7,6 @@ Schema the way the API server reads it.
 
 from __future__ import annotations
 
-import copy
 import dataclasses
 import pathlib
 from collections.abc import Callable, Iterable
@@ -69,33 +68,10 @@ def custom_resource_errors(doc: dict[str, Any]) -> list[str]:
     (definition,) = [d for d in definitions if d["spec"]["names"]["kind"] == doc["kind"]]
     version = doc["apiVersion"].rpartition("/")[2]
     (served,) = [v for v in definition["spec"]["versions"] if v["name"] == version]
-    schema = _openapi_to_jsonschema(served["schema"]["openAPIV3Schema"])
+    schema = crd.json_schema(served["schema"]["openAPIV3Schema"])
     for key in ("apiVersion", "kind", "metadata"):  # checked by the API server, not the CRD
         schema.setdefault("properties", {})[key] = {}
-    validator = jsonschema.Draft4Validator(schema)
+    validator = jsonschema.Draft7Validator(schema)
     return [".".join(map(str, e.absolute_path)) + f": {e.message}" for e in validator.iter_errors(doc)]
 
 
-def _openapi_to_jsonschema(node: Any) -> Any:
-    """nullable, int-or-string and the API server's rejection of unknown fields, in JSON Schema."""
-    if not isinstance(node, dict):
-        return node
-    node = copy.deepcopy(node)
-    if node.pop("x-kubernetes-int-or-string", False):
-        node.pop("type", None)
-        node["anyOf"] = [{"type": "integer"}, {"type": "string"}]
-    if node.pop("nullable", False) and "type" in node:
-        node["type"] = [node["type"], "null"]
-    preserve = node.pop("x-kubernetes-preserve-unknown-fields", False)
-    if "properties" in node and not preserve and "additionalProperties" not in node:
-        node["additionalProperties"] = False
-    for key in ("properties", "patternProperties"):
-        if key in node:
-            node[key] = {name: _openapi_to_jsonschema(sub) for name, sub in node[key].items()}
-    for key in ("items", "additionalProperties", "not"):
-        if isinstance(node.get(key), dict):
-            node[key] = _openapi_to_jsonschema(node[key])
-    for key in ("allOf", "anyOf", "oneOf"):
-        if key in node:
-            node[key] = [_openapi_to_jsonschema(sub) for sub in node[key]]
-    return node

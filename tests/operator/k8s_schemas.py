@@ -48,39 +48,11 @@ def upstream_errors(obj: Mapping[str, Any]) -> list[str]:
     return [f"{'.'.join(map(str, e.absolute_path)) or '<root>'}: {e.message}" for e in found]
 
 
-def _to_json_schema(node: Any) -> Any:
-    if isinstance(node, list):
-        return [_to_json_schema(item) for item in node]
-    if not isinstance(node, dict):
-        return node
-    node = copy.copy(node)
-    if node.pop("x-kubernetes-int-or-string", False):
-        node.pop("type", None)
-        node["anyOf"] = [{"type": "integer"}, {"type": "string"}]
-    if node.pop("nullable", False) and "type" in node:
-        node["type"] = [node["type"], "null"]
-    preserve = node.pop("x-kubernetes-preserve-unknown-fields", False)
-    for key in [k for k in node if k.startswith("x-kubernetes-")]:
-        node.pop(key)
-    if "properties" in node and not preserve and "additionalProperties" not in node:
-        node["additionalProperties"] = False
-    for key in ("properties", "patternProperties"):
-        if key in node:
-            node[key] = {name: _to_json_schema(value) for name, value in node[key].items()}
-    for key in ("items", "additionalProperties", "not"):
-        if isinstance(node.get(key), dict):
-            node[key] = _to_json_schema(node[key])
-    for key in ("allOf", "anyOf", "oneOf"):
-        if key in node:
-            node[key] = _to_json_schema(node[key])
-    return node
-
-
 @functools.cache
-def _crd_validator() -> jsonschema.Draft4Validator:
+def _crd_validator() -> jsonschema.Draft7Validator:
     (version,) = [v for v in crd.load_crd()["spec"]["versions"] if v["name"] == crd.VERSION]
-    schema = _to_json_schema(version["schema"]["openAPIV3Schema"])
-    return jsonschema.Draft4Validator(schema, format_checker=jsonschema.Draft4Validator.FORMAT_CHECKER)
+    schema = crd.json_schema(version["schema"]["openAPIV3Schema"])
+    return jsonschema.Draft7Validator(schema, format_checker=jsonschema.Draft7Validator.FORMAT_CHECKER)
 
 
 def crd_errors(resource: Mapping[str, Any]) -> list[str]:
