@@ -10,7 +10,9 @@ A request ends exactly once: with the ResponseOp's inputs, or with the first err
 remaining work is dropped before it reaches a worker, and its admission slot is freed.
 
 While someone observes the engine (``observers``) or a request keeps its timeline, each op
-run also reports its stages (``observe.StageTiming``); otherwise none of that code runs.
+run also reports its stages (``observe.StageTiming``); otherwise none of that code runs. A DAG
+whose ops all run inline one sample at a time, unobserved, runs as a straight loop instead
+(:meth:`DagExecutor._run_straight`): such a request never yields, so it needs none of the above.
 
 Over 500 lines: the request path (admission, fan-out and fan-in, batching, retries, payload
 references, observation) stays in one module so that it reads top to bottom; the op

@@ -300,7 +300,7 @@ class WorkOp(Op):
         self.calls += 1
         if self.calls == 10:  # hold this batch and say so: the test kills the replica now
             open(os.path.join(HERE, f"busy-{os.getpid()}"), "w").close()
-            time.sleep(1)
+            time.sleep(1)  # sync-ok: the op holds this batch (its work) while the test kills the process
         return [{"x": feed["x"], "pid": str(os.getpid())} for feed in feed_list]
 """
 

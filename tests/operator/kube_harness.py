@@ -273,7 +273,7 @@ async def eventually(probe: Callable[[], T | None | Awaitable[T | None]], what: 
             return result
         if asyncio.get_running_loop().time() > deadline:
             raise AssertionError(f"timed out waiting for {what}; last: {last!r}")
-        await asyncio.sleep(0.02)  # a polling interval, not a wait for time to pass
+        await asyncio.sleep(0.02)  # sync-ok: the polling interval of a wait with a deadline
 
 
 def live(k8s: ApiEmulator, resource: Any, name: str, namespace: str = "default") -> dict[str, Any] | None:

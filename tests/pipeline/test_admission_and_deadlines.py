@@ -22,7 +22,7 @@ async def test_the_gate_admits_up_to_its_limit_then_hands_freed_slots_to_waiters
     assert not gate.try_enter()
     first = asyncio.ensure_future(gate.wait(10.0))
     second = asyncio.ensure_future(gate.wait(10.0))
-    await asyncio.sleep(0)  # both are queued (one loop turn)
+    await asyncio.sleep(0)  # sync-ok: one loop turn runs both tasks up to their wait
     gate.leave()
     await first
     assert not second.done() and gate.in_flight == 2
@@ -48,7 +48,7 @@ async def test_a_cancelled_waiter_gives_back_a_slot_handed_to_it() -> None:
     gate = channel.Admission(1)
     assert gate.try_enter()
     waiter = asyncio.ensure_future(gate.wait(None))
-    await asyncio.sleep(0)
+    await asyncio.sleep(0)  # sync-ok: one loop turn runs the task up to its wait
     gate.leave()  # the slot goes to the waiter...
     waiter.cancel()  # ...which is cancelled before it runs (its client went away)
     with pytest.raises(asyncio.CancelledError):
