@@ -46,22 +46,36 @@ async def send_error(send: Send, status: int, message: str) -> None:
     await send_json(send, status, {"err_no": 1, "err_msg": message, "key": [], "value": []})
 
 
-def port_from_argv(description: str) -> int:
-    """The ``--port`` the runner picked (a free port on 127.0.0.1)."""
+def options_from_argv(description: str) -> argparse.Namespace:
+    """The ``--port`` the runner picked (a free port on 127.0.0.1), and ``--batched-writes``."""
     parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--port", type=int, required=True, help="TCP port on 127.0.0.1")
-    return int(parser.parse_args().port)
+    parser.add_argument(
+        "--batched-writes",
+        action="store_true",
+        help="write each response in one system call, as the pipeline's gateway does (report only)",
+    )
+    return parser.parse_args()
 
 
-def serve(app: App, port: int, lifespan: Literal["on", "off"] = "off") -> None:
-    """Runs ``app`` in this process: one uvicorn worker with uvloop and httptools."""
+def serve(app: App, port: int, lifespan: Literal["on", "off"] = "off", *, batched_writes: bool = False) -> None:
+    """Runs ``app`` in this process: one uvicorn worker with uvloop and httptools.
+
+    With ``batched_writes``, uvicorn's protocol is the gateway's (``pipeserve.gateway.
+    http_protocol``): a response's head and body leave in one write instead of two.
+    """
+    http: Any = "httptools"
+    if batched_writes:
+        from pipeserve.gateway.http_protocol import BatchedWritesProtocol
+
+        http = BatchedWritesProtocol
     config = uvicorn.Config(
         app,
         host="127.0.0.1",
         port=port,
         workers=1,
         loop="uvloop",
-        http="httptools",
+        http=http,
         lifespan=lifespan,
         log_level="warning",
         access_log=False,

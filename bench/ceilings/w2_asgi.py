@@ -59,4 +59,5 @@ async def _predict(receive: asgi.Receive, send: asgi.Send) -> None:
 
 
 if __name__ == "__main__":
-    asgi.serve(app, asgi.port_from_argv(__doc__ or ""), lifespan="on")
+    options = asgi.options_from_argv(__doc__ or "")
+    asgi.serve(app, options.port, lifespan="on", batched_writes=options.batched_writes)

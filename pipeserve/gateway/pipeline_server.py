@@ -23,7 +23,7 @@ from typing import Any
 
 import uvicorn
 
-from pipeserve.gateway import core, grpc, http
+from pipeserve.gateway import core, grpc, http, http_protocol
 from pipeserve.monitor import metered_store
 from pipeserve.monitor import metrics as metrics_mod
 from pipeserve.monitor import tracing
@@ -169,7 +169,7 @@ class _Serving:
         uv_config = uvicorn.Config(
             (http.TracedHttpApp if self.traced else http.HttpApp)(self.gateway, self.metrics),
             loop="none",
-            http="httptools",
+            http=http_protocol.BatchedWritesProtocol,
             ws="none",
             lifespan="off",
             access_log=False,

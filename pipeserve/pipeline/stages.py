@@ -54,6 +54,11 @@ class StageRunner:
         self._long_pre = op_mod.hook_form(op.preprocess, 1) == "long"
         self._long_post = op_mod.hook_form(op.postprocess, 2) == "long"
         self._has_process = op_mod.overrides(op, "process")
+        # The base hooks pass a single input, and a fetch_dict, through unchanged: calling
+        # them costs more than what they do. The default preprocess also checks samples
+        # against a local model, so it is skipped only while the op has none.
+        self._plain_pre = "preprocess" not in vars(op) and type(op).preprocess is op_mod.Op.preprocess
+        self._plain_post = "postprocess" not in vars(op) and type(op).postprocess is op_mod.Op.postprocess
 
     def run(self, samples: list[Sample], times: StageTimes | None = None) -> list[Outcome]:
         """Run the three stages over ``samples`` and return one outcome per sample.
@@ -170,6 +175,9 @@ class StageRunner:
 
     def _preprocess(self, sample: Sample) -> tuple[Any, bool]:
         op = self.op
+        if self._plain_pre and op.local_predictor is None and len(sample.input_dicts) == 1:
+            for only_input in sample.input_dicts.values():
+                return only_input, False
         if not self._long_pre:
             return op.preprocess(sample.input_dicts), False  # type: ignore[call-arg]
         result = op.preprocess(sample.input_dicts, sample.data_id, sample.log_id)
@@ -184,6 +192,8 @@ class StageRunner:
         return feed, bool(skip)
 
     def _postprocess(self, sample: Sample, fetch: Any) -> Any:
+        if self._plain_post:
+            return fetch
         op = self.op
         if not self._long_post:
             return op.postprocess(sample.input_dicts, fetch)  # type: ignore[call-arg]
