@@ -4,7 +4,8 @@ Aspects:
 
 - ``examples/imdb_ensemble``: the server prints where it listens; an HTTP request with the
   sample words answers ``models.EXPECTED``; the example's ``client.py`` (seed §3.5) exits 0
-  and prints the prediction; SIGTERM stops the server gracefully with exit code 0;
+  and prints the prediction; SIGTERM stops the server gracefully with exit code 0; once
+  ready, the server froze its start-up objects for the garbage collector (pipeline.log);
 - ``build_dag_each_worker: True, worker_num: 2``: the same answer over HTTP and gRPC, from
   two different worker processes, and SIGTERM on the parent stops every one of them.
 
@@ -174,6 +175,9 @@ def test_imdb_example_answers_expected_over_http_and_its_client_and_stops_on_sig
         assert server.terminate_and_wait() == 0, server.captured()
     finally:
         server.kill()
+    log = (imdb.parent / "logs" / "pipeline.log").read_text()
+    frozen = re.search(r"(\d+) start-up objects frozen for the garbage collector", log)
+    assert frozen and int(frozen.group(1)) > 10000, log[-2000:]
 
 
 IMDB_GRAPH = """\

@@ -28,7 +28,7 @@ from pipeserve.monitor import metered_store
 from pipeserve.monitor import metrics as metrics_mod
 from pipeserve.monitor import tracing
 from pipeserve.pipeline import config as config_mod
-from pipeserve.pipeline import dag, errors, executor, logs
+from pipeserve.pipeline import dag, errors, executor, logs, startup_heap
 from pipeserve.pipeline import op as op_mod
 
 _LOGGER = logging.getLogger("pipeserve.server")
@@ -210,6 +210,7 @@ class _Serving:
         for signum in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(signum, stopping.set)
         endpoints = await self.start(http_port, rpc_port, reuse_port=reuse_port)
+        _LOGGER.info("%d start-up objects frozen for the garbage collector", startup_heap.freeze())
         if announce:
             print(banner(self.gateway, endpoints), flush=True)
         if ready is not None:

@@ -36,7 +36,7 @@ from pipeserve.monitor import tracing
 from pipeserve.opservice import metrics_endpoint, payloads, service
 from pipeserve.pipeline import config as config_mod
 from pipeserve.pipeline import config_parse as parse
-from pipeserve.pipeline import classes, errors, executor, logs, workers
+from pipeserve.pipeline import classes, errors, executor, logs, startup_heap, workers
 from pipeserve.pipeline import op as op_mod
 from pipeserve.proto.pipeserve.v1 import op_service_pb2 as pb
 
@@ -171,6 +171,8 @@ class OpServer:
         for signum in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(signum, stopping.set)
         port = await self.start()
+        frozen = startup_heap.freeze()
+        _LOGGER.info("op service '%s': %d start-up objects frozen for the garbage collector", self.op.name, frozen)
         metrics = f", metrics at http://{self.settings.host}:{self.metrics_port}/metrics" if self.metrics_port else ""
         print(f"op service '{self.op.name}' serving on {self.settings.host}:{port}{metrics}", flush=True)
         await stopping.wait()

@@ -29,7 +29,7 @@ from pipeserve import runtime as model_runtime
 from pipeserve.pipeline import config as config_mod
 from pipeserve.pipeline import errors
 from pipeserve.pipeline import op as op_mod
-from pipeserve.pipeline import stages
+from pipeserve.pipeline import stages, startup_heap
 
 _LOGGER = logging.getLogger("pipeserve.workers")
 
@@ -244,6 +244,7 @@ def _process_main(
     except BaseException:  # noqa: BLE001 - reported to the server, which refuses to start
         conn.send(("init_failed", traceback.format_exc()))
         return
+    startup_heap.freeze()  # the model and what it imported: never scanned again
     conn.send(("ready", None))
     while True:
         try:

@@ -1,7 +1,8 @@
 """An op service writes the gateway's log files in its own directory: ``<log_dir>/<op>/``.
 
 Aspects covered (one ``pipeserve opservice`` process, stopped with SIGTERM):
-- pipeline.log has a line per batch it ran at DEBUG, with every data_id and log_id;
+- pipeline.log has a line per batch it ran at DEBUG, with every data_id and log_id, and
+  says how many start-up objects it froze for the garbage collector once ready;
 - pipeline.log.wf has the traceback of the op's failure, naming the request;
 - at DEBUG, a batch of two gets one line listing both requests in the gateway and one in
   the op service (an op service in this process);
@@ -121,6 +122,8 @@ async def test_an_op_service_writes_its_own_log_files(serve: Any, tmp_path: Path
     wf = (own / "pipeline.log.wf").read_text()
     assert "log_id=71" in wf and "Traceback (most recent call last):" in wf
     assert "RuntimeError: shout cannot take explode" in wf
+    frozen = re.search(r"op service 'shout': (\d+) start-up objects frozen", (own / "pipeline.log").read_text())
+    assert frozen and int(frozen.group(1)) > 10000
     tracer = (own / "pipeline.tracer").read_text()
     (op_line,) = [line for line in tracer.splitlines() if "Op(shout):" in line]
     assert "query[3]" in op_line and "error[1]" in op_line
