@@ -8,6 +8,11 @@ STAMP := $(VENV)/.installed
 
 # Helm for the chart tests, built from source into a project-local directory (gitignored).
 HELM_VERSION := v3.22.0
+# The Kubernetes version Helm $(HELM_VERSION) is built against (its client-go v0.37): what
+# `helm template` and `helm lint` assume without a cluster. Helm's own release build sets it;
+# a plain `go install` would leave Helm's fallback, 1.20.
+HELM_KUBE_MINOR := 37
+HELM_LDFLAGS := $(foreach pkg,chartutil lint/rules,-X helm.sh/helm/v3/pkg/$(pkg).k8sVersionMajor=1 -X helm.sh/helm/v3/pkg/$(pkg).k8sVersionMinor=$(HELM_KUBE_MINOR)) -X helm.sh/helm/v3/internal/version.version=$(HELM_VERSION)
 TOOLS := $(CURDIR)/.tools/bin
 HELM := $(TOOLS)/helm
 GO_TOOLCHAIN := go1.26.8
@@ -41,7 +46,8 @@ protos: $(STAMP)
 		--grpc_python_out=pipeserve/proto protos/pipeserve/v1/*.proto
 	sed -i -E 's/^from pipeserve\.v1 import /from pipeserve.proto.pipeserve.v1 import /' pipeserve/proto/pipeserve/v1/*_pb2*.py*
 
-# Skipped when $(HELM) already is $(HELM_VERSION) (go records the module version in the binary).
+# Skipped when $(HELM) already is $(HELM_VERSION) built with $(HELM_LDFLAGS) (go records the
+# module version and the flags in the binary).
 # Helm $(HELM_VERSION) needs Go >= 1.26: an older go on PATH (>= 1.21) fetches that toolchain
 # itself; with no go at all, $(GO_TOOLCHAIN) comes from the Go module proxy into .tools/go.
 helm:
@@ -57,9 +63,11 @@ helm:
 		mv $(CURDIR)/.tools/go-unzip/golang.org/toolchain@v0.0.1-$(GO_TOOLCHAIN).linux-$$arch $(GO_LOCAL) && \
 		rm -rf $(CURDIR)/.tools/go.zip $(CURDIR)/.tools/go-unzip || exit 1; \
 	fi; \
-	"$$go" version -m $(HELM) 2>/dev/null | grep -Eq '^\s+mod\s+helm.sh/helm/v3\s+$(HELM_VERSION)\s' \
+	built=$$("$$go" version -m $(HELM) 2>/dev/null); \
+	{ echo "$$built" | grep -Eq '^\s+mod\s+helm.sh/helm/v3\s+$(HELM_VERSION)\s' \
+	  && echo "$$built" | grep -Fq 'chartutil.k8sVersionMinor=$(HELM_KUBE_MINOR) '; } \
 		|| { echo "building helm $(HELM_VERSION) (a few minutes, once)"; \
-		     GOBIN=$(TOOLS) "$$go" install helm.sh/helm/v3/cmd/helm@$(HELM_VERSION); }
+		     GOBIN=$(TOOLS) "$$go" install -ldflags="$(HELM_LDFLAGS)" helm.sh/helm/v3/cmd/helm@$(HELM_VERSION); }
 
 # The operator chart carries copies of files the operator package owns; this refreshes them.
 crds: $(STAMP)
