@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
+import queue
+import re
 import signal
 import socket
 import subprocess
+import sys
+import threading
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
@@ -78,6 +83,136 @@ async def serve(tmp_path: Path) -> AsyncIterator[Serve]:
     finally:
         for server in started:
             await server.stop(grace_s=1)
+
+
+# --- child processes ---------------------------------------------------------------------
+
+CHILD_DEADLINE_S = 60
+"""How long a child process may take to print what a test waits for, or to exit."""
+
+
+class ChildProcess:
+    """``python -u <args>`` started by a test; its output (stdout and stderr) read by a thread."""
+
+    def __init__(self, args: list[str], cwd: Path | None = None, env: dict[str, str] | None = None) -> None:
+        self.proc = subprocess.Popen(
+            [sys.executable, "-u", *args], cwd=cwd, env=env, text=True,
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+            start_new_session=True,  # its own process group: the kill reaches what it forked
+        )  # fmt: skip
+        self.output: list[str] = []
+        self._lines: queue.Queue[str | None] = queue.Queue()
+        threading.Thread(target=self._read, daemon=True).start()
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def _read(self) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            self._lines.put(line.rstrip("\n"))
+        self._lines.put(None)
+
+    def wait_for(self, pattern: str) -> re.Match[str]:
+        """The first line of output that ``pattern`` matches (searched); fails the test, with
+        the output so far, if the process exits or the deadline passes first."""
+        deadline = time.monotonic() + CHILD_DEADLINE_S
+        while True:
+            try:
+                line = self._lines.get(timeout=max(0.0, deadline - time.monotonic()))
+            except queue.Empty:
+                pytest.fail(f"no {pattern!r} within {CHILD_DEADLINE_S} s:\n" + "\n".join(self.output))
+            if line is None:
+                pytest.fail(f"exited with {self.proc.wait()} before {pattern!r}:\n" + "\n".join(self.output))
+            self.output.append(line)
+            if match := re.search(pattern, line):
+                return match
+
+    def captured(self) -> str:
+        """Its output so far (for a failure message), without waiting for more."""
+        while True:
+            try:
+                line = self._lines.get_nowait()
+            except queue.Empty:
+                return "\n".join(self.output)
+            if line is not None:
+                self.output.append(line)
+
+    def terminate(self) -> int:
+        """SIGTERM by PID; the exit code, which must come within the deadline."""
+        if self.proc.poll() is None:
+            os.kill(self.proc.pid, signal.SIGTERM)
+        try:
+            return self.proc.wait(CHILD_DEADLINE_S)
+        except subprocess.TimeoutExpired:
+            self.kill()
+            pytest.fail(f"ignored SIGTERM for {CHILD_DEADLINE_S} s:\n{self.captured()}")
+
+    def kill(self) -> None:
+        """SIGKILL to its process group, then reap it."""
+        if self.proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.proc.pid, signal.SIGKILL)
+        self.proc.wait(CHILD_DEADLINE_S)
+
+
+StartChild = Callable[..., ChildProcess]
+
+
+@pytest.fixture
+def child() -> Iterator[StartChild]:
+    """Start child processes (``child(args, cwd=..., env=...)``); any left running at teardown
+    gets SIGTERM, then SIGKILL when it does not stop."""
+    started: list[ChildProcess] = []
+
+    def start(args: list[str], cwd: Path | None = None, env: dict[str, str] | None = None) -> ChildProcess:
+        process = ChildProcess(args, cwd, env)
+        started.append(process)
+        return process
+
+    yield start
+    for process in started:
+        if process.proc.poll() is None:
+            os.kill(process.pid, signal.SIGTERM)
+            try:
+                process.proc.wait(15)
+            except subprocess.TimeoutExpired:
+                process.kill()
+
+
+OP_SERVICE_BANNER = r"op service '(?P<op>\w+)' serving on \S+:(?P<port>\d+)(?:, metrics at (?P<metrics>\S+))?"
+"""What an op service prints once it serves (with the metrics URL when it has one)."""
+
+
+@dataclasses.dataclass
+class OpServiceProcess:
+    """A ``pipeserve opservice`` process that printed its banner: it serves on ``port``."""
+
+    process: ChildProcess
+    port: int
+    metrics_url: str | None
+    """Where it serves /metrics (``--metrics-port``), else None."""
+
+
+StartOpService = Callable[..., OpServiceProcess]
+
+
+@pytest.fixture
+def op_service(child: StartChild) -> StartOpService:
+    """Start ``pipeserve opservice`` for an op of a config on a free loopback port and wait
+    until it serves: ``op_service(config_path, op, *more_args, cwd=..., env=...)``."""
+
+    def start(
+        config: Path | str, op: str, *extra: str, cwd: Path | None = None, env: dict[str, str] | None = None
+    ) -> OpServiceProcess:
+        args = ["-m", "pipeserve.cli", "opservice", "--config", str(config), "--op", op,
+                "--host", "127.0.0.1", "--port", "0", *extra]  # fmt: skip
+        process = child(args, cwd, env)
+        banner = process.wait_for(OP_SERVICE_BANNER)
+        return OpServiceProcess(process, int(banner["port"]), banner["metrics"])
+
+    return start
 
 
 # --- Redis -----------------------------------------------------------------------------

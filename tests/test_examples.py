@@ -17,17 +17,15 @@ from __future__ import annotations
 
 import importlib.util
 import os
-import queue
 import re
 import shutil
 import signal
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 from types import ModuleType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx
 import numpy as np
@@ -36,88 +34,23 @@ import yaml
 
 from pipeserve import PipelineClient, codec
 
+if TYPE_CHECKING:  # fixtures' types, from tests/conftest.py
+    from conftest import ChildProcess, StartChild
+
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 START_DEADLINE_S = 60
 STOP_DEADLINE_S = 15
 
-HTTP_LINE = re.compile(r"^  HTTP  (http://\S+)$")
-GRPC_LINE = re.compile(r"^  gRPC  (\S+)  \(")
+HTTP_LINE = r"^  HTTP  (http://\S+)$"
+GRPC_LINE = r"^  gRPC  (\S+)  \("
 
 pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="SIGTERM and fork are POSIX")
 
 
-class ServerProcess:
-    """``python <script> [args]`` in ``cwd``, its output collected by a reader thread."""
-
-    def __init__(self, script: str, cwd: Path, args: tuple[str, ...] = ()) -> None:
-        self.lines: queue.Queue[str | None] = queue.Queue()
-        self.output: list[str] = []
-        self.proc = subprocess.Popen(
-            [sys.executable, "-u", script, *args],
-            cwd=cwd,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-            start_new_session=True,  # its own process group: the fallback kill reaches its workers
-        )
-        self._reader = threading.Thread(target=self._read, daemon=True)
-        self._reader.start()
-        self.http_url = ""
-        self.grpc_target = ""
-
-    def _read(self) -> None:
-        assert self.proc.stdout is not None
-        for line in self.proc.stdout:
-            self.lines.put(line.rstrip("\n"))
-        self.lines.put(None)
-
-    def captured(self) -> str:
-        while True:  # what the reader has queued so far, without waiting
-            try:
-                line = self.lines.get_nowait()
-            except queue.Empty:
-                break
-            if line is not None:
-                self.output.append(line)
-        return "\n".join(self.output)
-
-    def wait_for_banner(self) -> None:
-        """Read lines until the banner gives both addresses; fail with the output otherwise."""
-        deadline = time.monotonic() + START_DEADLINE_S
-        while not (self.http_url and self.grpc_target):
-            remaining = deadline - time.monotonic()
-            try:
-                line = self.lines.get(timeout=max(remaining, 0))
-            except queue.Empty:
-                pytest.fail(f"no banner within {START_DEADLINE_S} s; output:\n{self.captured()}")
-            if line is None:
-                self.proc.wait(STOP_DEADLINE_S)
-                pytest.fail(f"the server exited with code {self.proc.returncode}; output:\n{self.captured()}")
-            self.output.append(line)
-            if match := HTTP_LINE.match(line):
-                self.http_url = match.group(1)
-            elif match := GRPC_LINE.match(line):
-                self.grpc_target = match.group(1)
-
-    def terminate_and_wait(self) -> int:
-        """SIGTERM by PID; the exit code, which must come within the deadline."""
-        os.kill(self.proc.pid, signal.SIGTERM)
-        try:
-            return self.proc.wait(STOP_DEADLINE_S)
-        except subprocess.TimeoutExpired:
-            pytest.fail(f"the server did not exit within {STOP_DEADLINE_S} s of SIGTERM:\n{self.captured()}")
-
-    def kill(self) -> None:
-        """Last resort in ``finally``: kill the process group we started, by its id."""
-        if self.proc.poll() is None:
-            try:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-            self.proc.wait(STOP_DEADLINE_S)
-        if self.proc.stdout is not None:
-            self._reader.join(STOP_DEADLINE_S)
-            self.proc.stdout.close()
+def wait_for_banner(server: ChildProcess) -> tuple[str, str]:
+    """The HTTP URL and the gRPC target the server prints once it serves."""
+    http_url = server.wait_for(HTTP_LINE).group(1)
+    return http_url, server.wait_for(GRPC_LINE).group(1)
 
 
 def write_config(path: Path, log_dir: Path, **changes: Any) -> None:
@@ -146,22 +79,22 @@ def imdb(tmp_path: Path) -> Path:
     return copy
 
 
-def test_imdb_example_answers_expected_over_http_and_its_client_and_stops_on_sigterm(imdb: Path):
+def test_imdb_example_answers_expected_over_http_and_its_client_and_stops_on_sigterm(imdb: Path, child: StartChild):
     models = load_module(imdb / "models.py", "imdb_example_models")
     expected = float(models.EXPECTED["prediction"])
-    server = ServerProcess("server.py", imdb)
+    server = child(["server.py"], imdb)
     try:
-        server.wait_for_banner()
-        assert server.http_url.endswith("/imdb/prediction")
+        http_url, grpc_target = wait_for_banner(server)
+        assert http_url.endswith("/imdb/prediction")
 
-        reply = httpx.post(server.http_url, json={"key": ["words"], "value": [models.SAMPLE_WORDS]}, timeout=30)
+        reply = httpx.post(http_url, json={"key": ["words"], "value": [models.SAMPLE_WORDS]}, timeout=30)
         assert reply.status_code == 200, reply.text
         values = codec.values_from_response(codec.response_from_json(reply.content))
         assert reply.json()["err_no"] == 0
         assert float(values["prediction"]) == pytest.approx(expected, abs=1e-6)
 
         client = subprocess.run(
-            [sys.executable, "client.py", server.grpc_target],
+            [sys.executable, "client.py", grpc_target],
             cwd=imdb, capture_output=True, text=True, timeout=60,
         )  # fmt: skip
         assert client.returncode == 0, client.stdout + client.stderr
@@ -172,7 +105,7 @@ def test_imdb_example_answers_expected_over_http_and_its_client_and_stops_on_sig
             assert float(got) == pytest.approx(expected, abs=1e-6)
             assert float(want) == pytest.approx(expected, abs=1e-6)
 
-        assert server.terminate_and_wait() == 0, server.captured()
+        assert server.terminate() == 0, server.captured()
     finally:
         server.kill()
     log = (imdb.parent / "logs" / "pipeline.log").read_text()
@@ -189,19 +122,21 @@ ops:
 """
 
 
-def test_imdb_example_served_by_pipeserve_gateway_from_a_graph_file_answers_like_server_py(imdb: Path):
+def test_imdb_example_served_by_pipeserve_gateway_from_a_graph_file_answers_like_server_py(
+    imdb: Path, child: StartChild
+):
     """What a PipelineService's gateway runs: no server.py, the DAG in graph.yml."""
     models = load_module(imdb / "models.py", "imdb_example_models")
     (imdb / "graph.yml").write_text(IMDB_GRAPH)
-    server = ServerProcess("-m", imdb, ("pipeserve.cli", "gateway", "--config", "config.yml", "--graph", "graph.yml"))
+    server = child(["-m", "pipeserve.cli", "gateway", "--config", "config.yml", "--graph", "graph.yml"], imdb)
     try:
-        server.wait_for_banner()
-        reply = httpx.post(server.http_url, json={"key": ["words"], "value": [models.SAMPLE_WORDS]}, timeout=30)
+        http_url, _ = wait_for_banner(server)
+        reply = httpx.post(http_url, json={"key": ["words"], "value": [models.SAMPLE_WORDS]}, timeout=30)
         assert reply.status_code == 200, reply.text
         assert reply.json()["err_no"] == 0, reply.text
         values = codec.values_from_response(codec.response_from_json(reply.content))
         assert float(values["prediction"]) == pytest.approx(float(models.EXPECTED["prediction"]), abs=1e-6)
-        assert server.terminate_and_wait() == 0, server.captured()
+        assert server.terminate() == 0, server.captured()
     finally:
         server.kill()
 
@@ -258,19 +193,19 @@ def answers_until_two_pids(ask, deadline_s: float = START_DEADLINE_S, attempts: 
     return pids
 
 
-def test_two_worker_processes_answer_over_http_and_grpc_and_all_stop_on_sigterm(tmp_path: Path):
+def test_two_worker_processes_answer_over_http_and_grpc_and_all_stop_on_sigterm(tmp_path: Path, child: StartChild):
     (tmp_path / "server.py").write_text(PID_PIPELINE)
     (tmp_path / "config.yml").write_text("{}")
     write_config(tmp_path / "config.yml", tmp_path / "logs", worker_num=2, build_dag_each_worker=True)
-    server = ServerProcess("server.py", tmp_path)
+    server = child(["server.py"], tmp_path)
     alive: set[int] = set()  # worker PIDs not yet seen gone
     try:
-        server.wait_for_banner()
+        http_url, grpc_target = wait_for_banner(server)
         feed = {"words": "hello workers"}
 
         def ask_http() -> dict[str, Any] | None:
             try:  # a fresh connection each time: the kernel picks a worker per connection
-                reply = httpx.post(server.http_url, json={"key": ["words"], "value": [feed["words"]]}, timeout=10)
+                reply = httpx.post(http_url, json={"key": ["words"], "value": [feed["words"]]}, timeout=10)
             except httpx.TransportError:
                 return None
             body = reply.json()
@@ -282,7 +217,7 @@ def test_two_worker_processes_answer_over_http_and_grpc_and_all_stop_on_sigterm(
 
         def ask_grpc() -> dict[str, Any] | None:
             with PipelineClient(timeout_s=10) as client:  # a fresh channel each time
-                client.connect([server.grpc_target])
+                client.connect([grpc_target])
                 res = client.predict(feed)
             if res.err_no == STARTING or (res.err_no == 5 and "UNAVAILABLE" in res.err_msg):
                 return None
@@ -296,9 +231,9 @@ def test_two_worker_processes_answer_over_http_and_grpc_and_all_stop_on_sigterm(
         assert len(http_pids) == 2, f"one process answered every HTTP connection: {http_pids}"
         assert len(grpc_pids) == 2, f"one process answered every gRPC connection: {grpc_pids}"
         assert http_pids == grpc_pids, "HTTP and gRPC are served by the same two workers"
-        assert str(server.proc.pid) not in pids, "the parent only supervises"
+        assert str(server.pid) not in pids, "the parent only supervises"
 
-        assert server.terminate_and_wait() == 0, server.captured()
+        assert server.terminate() == 0, server.captured()
         deadline = time.monotonic() + STOP_DEADLINE_S
         while alive and time.monotonic() < deadline:
             for pid in list(alive):
@@ -326,20 +261,20 @@ def test_example_exports_what_its_test_checks():
 
 
 
-def test_worker_processes_answer_the_first_request_after_the_banner(tmp_path: Path):
+def test_worker_processes_answer_the_first_request_after_the_banner(tmp_path: Path, child: StartChild):
     # The banner says "serving": a user (or this file's own tests) sends the sample request
     # as soon as it appears, as with one process, where the banner follows start().
     (tmp_path / "server.py").write_text(PID_PIPELINE)
     (tmp_path / "config.yml").write_text("{}")
     write_config(tmp_path / "config.yml", tmp_path / "logs", worker_num=2, build_dag_each_worker=True)
-    server = ServerProcess("server.py", tmp_path)
+    server = child(["server.py"], tmp_path)
     try:
-        server.wait_for_banner()
+        http_url, _ = wait_for_banner(server)
         try:
-            reply = httpx.post(server.http_url, json={"key": ["words"], "value": ["first"]}, timeout=10)
+            reply = httpx.post(http_url, json={"key": ["words"], "value": ["first"]}, timeout=10)
         except httpx.ConnectError as exc:
             pytest.fail(f"the banner was printed before any worker listened: {exc!r}")
         assert (reply.status_code, reply.json()["err_no"]) == (200, 0), reply.text
-        assert server.terminate_and_wait() == 0, server.captured()
+        assert server.terminate() == 0, server.captured()
     finally:
         server.kill()

@@ -20,17 +20,13 @@ import asyncio
 import logging
 import base64
 import os
-import queue
-import re
-import signal
 import socket
-import subprocess
 import sys
 import threading
 import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import grpc
 import pytest
@@ -42,6 +38,9 @@ from pipeserve.opservice.server import OpServer, Settings
 from pipeserve.pipeline import config as config_mod
 from pipeserve.proto.pipeserve.v1 import op_service_pb2 as op_pb
 
+if TYPE_CHECKING:  # fixtures' types, from tests/conftest.py
+    from conftest import StartOpService
+
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "imdb_ensemble"
 SENTENCES = [
@@ -51,8 +50,6 @@ SENTENCES = [
     "the plot was bad but the music was fine",
     "great",
 ]
-BANNER = re.compile(r"op service '(\w+)' serving on \S+:(\d+)")
-START_DEADLINE_S = 60
 
 
 @pytest.fixture
@@ -305,71 +302,24 @@ class WorkOp(Op):
 """
 
 
-class OpServiceProcess:
-    """``pipeserve opservice`` as a subprocess; its port read from the banner."""
-
-    def __init__(self, config_path: Path, op: str) -> None:
-        self.proc = subprocess.Popen(
-            [sys.executable, "-u", "-m", "pipeserve.cli", "opservice", "--config", str(config_path),
-             "--op", op, "--host", "127.0.0.1", "--port", "0", "--grace", "2"],
-            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-        )  # fmt: skip
-        self.lines: queue.Queue[str | None] = queue.Queue()
-        self.output: list[str] = []
-        threading.Thread(target=self._read, daemon=True).start()
-
-    def _read(self) -> None:
-        assert self.proc.stdout is not None
-        for line in self.proc.stdout:
-            self.lines.put(line.rstrip("\n"))
-        self.lines.put(None)
-
-    def wait_for_port(self) -> int:
-        deadline = time.monotonic() + START_DEADLINE_S
-        while True:
-            try:
-                line = self.lines.get(timeout=max(0.0, deadline - time.monotonic()))
-            except queue.Empty:
-                pytest.fail(f"no banner within {START_DEADLINE_S} s:\n" + "\n".join(self.output))
-            if line is None:
-                pytest.fail(f"op service exited with {self.proc.wait()}:\n" + "\n".join(self.output))
-            self.output.append(line)
-            if match := BANNER.search(line):
-                return int(match.group(2))
-
-    def kill(self) -> None:
-        if self.proc.poll() is None:
-            os.kill(self.proc.pid, signal.SIGKILL)
-        self.proc.wait(15)
-
-
-@pytest.fixture
-def replicas() -> Iterator[list[OpServiceProcess]]:
-    started: list[OpServiceProcess] = []
-    yield started
-    for proc in started:
-        proc.kill()
-
-
 class WorkDagOp(Op):
     """The gateway's stand-in for the remote WorkOp (its hooks never run here)."""
 
 
 async def test_killing_one_of_two_replicas_under_load_loses_no_request(
-    serve: Any, tmp_path: Path, replicas: list[OpServiceProcess], caplog: pytest.LogCaptureFixture
+    serve: Any, tmp_path: Path, op_service: StartOpService, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.WARNING, "pipeserve")
     (tmp_path / "work.py").write_text(WORK_MODULE)
     work = {"class": "work:WorkOp", "batch_size": 4, "auto_batching_timeout": 1, "timeout": 2000}
     config_path = tmp_path / "config.yml"
     config_path.write_text(yaml.safe_dump({"http_port": 0, "op": {"work": work}}))
-    for _ in range(2):
-        replicas.append(OpServiceProcess(config_path, "work"))
-    endpoints = [f"127.0.0.1:{replica.wait_for_port()}" for replica in replicas]
+    replicas = [op_service(config_path, "work", "--grace", "2") for _ in range(2)]
+    endpoints = [f"127.0.0.1:{replica.port}" for replica in replicas]
     config = {"op": {"work": {**work, "server_endpoints": endpoints, "retry": 3}}}
     running = await serve(ResponseOp(input_ops=[WorkDagOp(name="work", input_ops=[RequestOp()])]), config)
     total, victim = 400, replicas[0]
-    busy = tmp_path / f"busy-{victim.proc.pid}"
+    busy = tmp_path / f"busy-{victim.process.pid}"
 
     async with running.http() as http:
         limit = asyncio.Semaphore(32)
@@ -384,14 +334,14 @@ async def test_killing_one_of_two_replicas_under_load_loses_no_request(
         while not busy.exists() and not load.done() and time.monotonic() < deadline:
             await asyncio.sleep(0.005)  # sync-ok: polls the replica's "batch in hand" marker
         assert busy.exists(), "the replica never reached its 10th batch"
-        victim.kill()
+        victim.process.kill()
         bodies = await load
 
-    assert victim.proc.poll() is not None
+    assert victim.process.proc.poll() is not None
     assert [body for body in bodies if body["err_no"] != 0] == []
     answers = [dict(zip(body["key"], body["value"])) for body in bodies]
     assert [answer["x"] for answer in answers] == [str(i) for i in range(total)]
-    assert {answer["pid"] for answer in answers} == {str(r.proc.pid) for r in replicas}
+    assert {answer["pid"] for answer in answers} == {str(r.process.pid) for r in replicas}
     retried = [r.getMessage() for r in caplog.records if "UNAVAILABLE" in r.getMessage()]
     assert any(f"op service at {endpoints[0]}: UNAVAILABLE" in m for m in retried)  # it hit calls in flight
 

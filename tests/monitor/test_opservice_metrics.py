@@ -13,15 +13,11 @@ Aspects, with a real op service on loopback behind a real gateway:
 from __future__ import annotations
 
 import asyncio
-import re
-import signal
-import subprocess
-import sys
 import threading
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx
 import pytest
@@ -32,8 +28,10 @@ from pipeserve import Op, RequestOp, ResponseOp
 from pipeserve.opservice.server import OpServer, Settings
 from pipeserve.pipeline import config as config_mod
 
+if TYPE_CHECKING:  # fixtures' types, from tests/conftest.py
+    from conftest import StartOpService
+
 GOOD = 10
-BANNER = re.compile(r"op service 'tag' serving on \S+:(\d+), metrics at (http://\S+/metrics)")
 
 OPS_MODULE = '''
 from pipeserve import Op
@@ -123,30 +121,16 @@ async def test_without_a_metrics_port_nothing_listens_to_an_op_service(op_server
     assert server.metrics is None and server.metrics_port is None
 
 
-def test_the_opservice_command_serves_metrics_on_the_port_it_prints(tmp_path: Path) -> None:
+def test_the_opservice_command_serves_metrics_on_the_port_it_prints(tmp_path: Path, op_service: StartOpService) -> None:
     (tmp_path / "tagops.py").write_text(OPS_MODULE)
     (tmp_path / "config.yml").write_text("http_port: 0\nop:\n  tag:\n    class: tagops:TagOp\n")
-    proc = subprocess.Popen(
-        [sys.executable, "-u", "-m", "pipeserve.cli", "opservice", "--config", str(tmp_path / "config.yml"),
-         "--op", "tag", "--host", "127.0.0.1", "--port", "0", "--metrics-port", "0", "--grace", "1"],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=tmp_path,
-    )  # fmt: skip
-    try:
-        assert proc.stdout is not None
-        lines = []
-        for line in proc.stdout:  # the banner is printed once serving; the process ends on error
-            lines.append(line)
-            if match := BANNER.search(line):
-                break
-        else:
-            pytest.fail("no banner:\n" + "".join(lines))
-        reply = httpx.get(match.group(2), timeout=10)
-        assert reply.status_code == 200
-        names = {family.name for family in text_string_to_metric_families(reply.text)}
-        assert {"pipeserve_requests", "pipeserve_op_batch_size", "pipeserve_payload_reads"} <= names
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        assert proc.wait(15) == 0
+    service = op_service(tmp_path / "config.yml", "tag", "--metrics-port", "0", "--grace", "1", cwd=tmp_path)
+    assert service.metrics_url is not None, service.process.output
+    reply = httpx.get(service.metrics_url, timeout=10)
+    assert reply.status_code == 200
+    names = {family.name for family in text_string_to_metric_families(reply.text)}
+    assert {"pipeserve_requests", "pipeserve_op_batch_size", "pipeserve_payload_reads"} <= names
+    assert service.process.terminate() == 0
 
 
 class GatedTagOp(TagOp):

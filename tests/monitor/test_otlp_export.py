@@ -16,19 +16,18 @@ from __future__ import annotations
 import http.server
 import os
 import queue
-import re
-import signal
-import subprocess
-import sys
 import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx
 import pytest
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+
+if TYPE_CHECKING:  # fixtures' types, from tests/conftest.py
+    from conftest import StartChild, StartOpService
 
 TRACE, PARENT = "5bf92f3577b34da6a3ce929d0e0e4799", "10f067aa0ba902b7"
 DEADLINE_S = 30
@@ -120,38 +119,8 @@ def receiver() -> Iterator[Receiver]:
     thread.join(5)
 
 
-@pytest.fixture
-def processes() -> Iterator[list[subprocess.Popen[str]]]:
-    """Processes of one test, each stopped with SIGTERM (killed if it does not stop)."""
-    started: list[subprocess.Popen[str]] = []
-    yield started
-    for proc in started:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(5)
-
-
-def start(processes: list[subprocess.Popen[str]], args: list[str], cwd: Path, env: dict[str, str], banner: str) -> str:
-    """Start a process; the first group of ``banner`` in its output, once it prints it."""
-    proc = subprocess.Popen(
-        [sys.executable, "-u", *args], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=cwd, env=env
-    )
-    processes.append(proc)
-    assert proc.stdout is not None
-    seen = []
-    for line in proc.stdout:  # the process prints its banner once serving, and ends on an error
-        seen.append(line)
-        if match := re.search(banner, line):
-            return match.group(1)
-    pytest.fail(f"{args} did not start:\n" + "".join(seen))
-
-
 def test_a_gateway_and_its_op_service_send_one_trace_over_otlp(
-    tmp_path: Path, receiver: Receiver, processes: list[subprocess.Popen[str]]
+    tmp_path: Path, receiver: Receiver, child: StartChild, op_service: StartOpService
 ) -> None:
     (tmp_path / "gateway.py").write_text(GATEWAY)
     (tmp_path / "tagops.py").write_text(OPS_MODULE)
@@ -161,16 +130,9 @@ def test_a_gateway_and_its_op_service_send_one_trace_over_otlp(
         "OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{receiver.server_address[1]}",
         "OTEL_BSP_SCHEDULE_DELAY": "50",
     }
-    port = start(
-        processes,
-        ["-m", "pipeserve.cli", "opservice", "--config", "config.yml", "--op", "tag", "--host", "127.0.0.1",
-         "--port", "0", "--grace", "1"],
-        tmp_path, env, r"op service 'tag' serving on \S+:(\d+)",
-    )  # fmt: skip
-    http_port = start(
-        processes, [str(tmp_path / "gateway.py"), str(tmp_path / "logs"), f"127.0.0.1:{port}"], tmp_path, env,
-        r"serving on http port (\d+)",
-    )  # fmt: skip
+    service = op_service("config.yml", "tag", "--grace", "1", cwd=tmp_path, env=env)
+    gateway = child([str(tmp_path / "gateway.py"), str(tmp_path / "logs"), f"127.0.0.1:{service.port}"], tmp_path, env)
+    http_port = gateway.wait_for(r"serving on http port (\d+)").group(1)
 
     reply = httpx.post(
         f"http://127.0.0.1:{http_port}/otlp/prediction", json={"key": ["x"], "value": ["1"]},

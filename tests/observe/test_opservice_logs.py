@@ -14,24 +14,18 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import queue
 import re
-import signal
-import subprocess
-import sys
-import threading
-import time
-from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 import yaml
 
 from pipeserve import Op, RequestOp, ResponseOp
 
-START_DEADLINE_S = 60
-BANNER = re.compile(r"op service '(\w+)' serving on \S+:(\d+)")
+if TYPE_CHECKING:  # fixtures' types, from tests/conftest.py
+    from conftest import StartOpService
+
 
 SHOUT_MODULE = '''
 from pipeserve import Op
@@ -54,44 +48,7 @@ class ShoutStandIn(Op):
     """The gateway's stand-in for the remote ShoutOp (its hooks never run here)."""
 
 
-@pytest.fixture
-def op_service(tmp_path: Path) -> Iterator[Any]:
-    procs: list[subprocess.Popen[str]] = []
-
-    def start(config_path: Path, op: str) -> tuple[subprocess.Popen[str], int]:
-        proc = subprocess.Popen(
-            [sys.executable, "-u", "-m", "pipeserve.cli", "opservice", "--config", str(config_path),
-             "--op", op, "--host", "127.0.0.1", "--port", "0", "--grace", "1"],
-            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=tmp_path,
-        )  # fmt: skip
-        procs.append(proc)
-        lines: queue.Queue[str | None] = queue.Queue()
-
-        def read() -> None:
-            assert proc.stdout is not None
-            for line in proc.stdout:
-                lines.put(line)
-            lines.put(None)
-
-        threading.Thread(target=read, daemon=True).start()
-        deadline = time.monotonic() + START_DEADLINE_S
-        seen = []
-        while True:
-            line = lines.get(timeout=max(0.0, deadline - time.monotonic()))
-            if line is None:
-                pytest.fail(f"op service exited with {proc.wait()}:\n{''.join(seen)}")
-            seen.append(line)
-            if match := BANNER.search(line):
-                return proc, int(match.group(2))
-
-    yield start
-    for proc in procs:
-        if proc.poll() is None:
-            proc.kill()
-        proc.wait(15)
-
-
-async def test_an_op_service_writes_its_own_log_files(serve: Any, tmp_path: Path, op_service: Any) -> None:
+async def test_an_op_service_writes_its_own_log_files(serve: Any, tmp_path: Path, op_service: StartOpService) -> None:
     (tmp_path / "shout.py").write_text(SHOUT_MODULE)
     log_dir = tmp_path / "service-logs"
     shout = {"class": "shout:ShoutOp", "batch_size": 2, "auto_batching_timeout": 1}
@@ -100,10 +57,10 @@ async def test_an_op_service_writes_its_own_log_files(serve: Any, tmp_path: Path
         "http_port": 0, "log_dir": str(log_dir), "log": {"level": "DEBUG"},
         "dag": {"tracer": {"interval_s": 3600}}, "op": {"shout": shout},
     }))  # fmt: skip
-    proc, port = op_service(config_path, "shout")
+    service = op_service(config_path, "shout", "--grace", "1", cwd=tmp_path)
     running = await serve(
         ResponseOp(input_ops=[ShoutStandIn(name="shout", input_ops=[RequestOp()])]),
-        {"op": {"shout": {**shout, "server_endpoints": [f"127.0.0.1:{port}"]}}},
+        {"op": {"shout": {**shout, "server_endpoints": [f"127.0.0.1:{service.port}"]}}},
     )
 
     async with running.http() as http:
@@ -111,8 +68,7 @@ async def test_an_op_service_writes_its_own_log_files(serve: Any, tmp_path: Path
             (await http.post(running.url(), json={"key": ["text"], "value": [text], "logid": 70 + i})).json()
             for i, text in enumerate(["hi", "explode", "yo"])
         ]
-    proc.send_signal(signal.SIGTERM)
-    assert proc.wait(30) == 0
+    assert service.process.terminate() == 0
 
     assert [b["err_no"] == 0 for b in bodies] == [True, False, True]
     own = log_dir / "shout"
