@@ -155,6 +155,7 @@ class Outcome:
             p50_ms=statistics.median(s.p50_ms for s in self.samples),
             p99_ms=statistics.median(s.p99_ms for s in self.samples),
             errors=sum(s.errors for s in self.samples),
+            cpu_us=statistics.median(cpu) if (cpu := [s.cpu_us for s in self.samples if s.cpu_us is not None]) else None,
         )
 
 

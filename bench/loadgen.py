@@ -38,6 +38,9 @@ class Figures:
     p99_ms: float
     errors: int
     """Socket errors, non-2xx answers, failed RPCs, and answers whose err_no is not 0."""
+    cpu_us: float | None = None
+    """CPU time the server used per answered request, in µs: the server, its worker processes
+    and its op services, user and system time (None where not measured)."""
 
 
 @dataclasses.dataclass(frozen=True)

@@ -15,24 +15,26 @@ from bench import loadgen
 from bench.cases import Case, CaseResult, Outcome
 
 HEADER = (
-    "case", "server", "rps", "p50 ms", "p99 ms", "errors",
+    "case", "server", "rps", "p50 ms", "p99 ms", "errors", "cpu us/req",
     "ceiling", "ratio", "baseline", "ratio", "target", "result",
 )  # fmt: skip
 
 
 def format_figures(figures: loadgen.Figures) -> str:
     """One line of figures, for progress messages."""
+    cpu = "" if figures.cpu_us is None else f", {figures.cpu_us:.0f} us CPU per request"
     return (
         f"{figures.rps:.0f} rps, p50 {figures.p50_ms:.2f} ms, p99 {figures.p99_ms:.2f} ms, "
-        f"{figures.errors} errors"
+        f"{figures.errors} errors{cpu}"
     )
 
 
 def _measured_cells(outcome: Outcome) -> tuple[str, ...]:
     figures = outcome.figures()
     if figures is None:
-        return ("-", "-", "-", "-")
-    return (f"{figures.rps:.0f}", f"{figures.p50_ms:.2f}", f"{figures.p99_ms:.2f}", str(figures.errors))
+        return ("-", "-", "-", "-", "-")
+    cpu = "-" if figures.cpu_us is None else f"{figures.cpu_us:.0f}"
+    return (f"{figures.rps:.0f}", f"{figures.p50_ms:.2f}", f"{figures.p99_ms:.2f}", str(figures.errors), cpu)
 
 
 def _verdict_cells(result: CaseResult, outcome: Outcome) -> tuple[str, ...]:

@@ -103,7 +103,11 @@ def measure_once(case: Case, outcome: Outcome, options: Options, round_index: in
             _note_listeners(case, outcome, port)
             outcome.answer = _checked_answer(case, port)
             loadgen.run(load, port, options.warmup_s)
+            roots = [process.pid, *(service.pid for _, service in op_services.values())]
+            pids = [pid for root in roots for pid in servers.tree(root)]
+            cpu_before = servers.cpu_seconds(pids)
             figures = loadgen.run(load, port, options.duration_s)
+            figures = _with_cpu(figures, servers.cpu_seconds(pids) - cpu_before, options.duration_s)
             if process.poll() is not None:
                 raise servers.ServerError(f"exited with code {process.returncode} during the load")
             for op, (_, service) in op_services.items():
@@ -115,6 +119,12 @@ def measure_once(case: Case, outcome: Outcome, options: Options, round_index: in
         except (servers.ServerError, loadgen.LoadError) as error:
             raise servers.ServerError(f"{error}\n  log {log_path}:\n{_log_tail(log_path)}") from error
     outcome.samples.append(figures)
+
+
+def _with_cpu(figures: loadgen.Figures, cpu_s: float, duration_s: float) -> loadgen.Figures:
+    """``figures`` with the server's CPU time per request (approximate: requests = rps x duration)."""
+    requests = figures.rps * duration_s
+    return dataclasses.replace(figures, cpu_us=cpu_s / requests * 1e6 if requests else None)
 
 
 def _start_op_services(
