@@ -77,8 +77,8 @@ W1_ASGI = Server("ceiling: bare ASGI", "bench.ceilings.w1_asgi")
 W2_ASGI = Server("ceiling: bare ASGI + batcher", "bench.ceilings.w2_asgi")
 # The ceilings again, writing each response in one system call as the gateway does: report
 # only, to tell how much of a pipeline's figure comes from that write path.
-W1_ASGI_BATCHED = Server("ceiling, one write per response", "bench.ceilings.w1_asgi", ("--batched-writes",))
-W2_ASGI_BATCHED = Server("ceiling, one write per response", "bench.ceilings.w2_asgi", ("--batched-writes",))
+W1_ASGI_ONE_WRITE = Server("ceiling, one write per response", "bench.ceilings.w1_asgi", ("--one-write",))
+W2_ASGI_ONE_WRITE = Server("ceiling, one write per response", "bench.ceilings.w2_asgi", ("--one-write",))
 ECHO_W1 = Server("ceiling: grpc.aio echo", "bench.ceilings.grpc_echo", ("--mode", "w1"))
 ECHO_W2 = Server("ceiling: grpc.aio echo", "bench.ceilings.grpc_echo", ("--mode", "w2"))
 W1_PIPELINE = Server("pipeline, 1 process", "bench.pipelines.w1_server", config="w1.yml")
@@ -116,7 +116,7 @@ CASES = (
             Contender(W1_PIPELINE, 0.7),
             Contender(W1_PIPELINE_2, 1.2),
             Contender(W1_REMOTE, 0.5, baseline=W1_PIPELINE),
-            Contender(W1_ASGI_BATCHED, None),
+            Contender(W1_ASGI_ONE_WRITE, None),
         ),
     ),  # fmt: skip
     Case("w1-grpc", W1_GRPC, "rps", ECHO_W1, (Contender(W1_PIPELINE, 0.6),)),
@@ -125,7 +125,7 @@ CASES = (
         (
             Contender(W2_PIPELINE, 0.9),
             Contender(W2_REMOTE, 0.8, baseline=W2_PIPELINE),
-            Contender(W2_ASGI_BATCHED, None),
+            Contender(W2_ASGI_ONE_WRITE, None),
         ),
     ),  # fmt: skip
     Case("w2-grpc", W2_GRPC, "rps", ECHO_W2, (Contender(W2_PIPELINE, None),)),

@@ -47,28 +47,28 @@ async def send_error(send: Send, status: int, message: str) -> None:
 
 
 def options_from_argv(description: str) -> argparse.Namespace:
-    """The ``--port`` the runner picked (a free port on 127.0.0.1), and ``--batched-writes``."""
+    """The ``--port`` the runner picked (a free port on 127.0.0.1), and ``--one-write``."""
     parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--port", type=int, required=True, help="TCP port on 127.0.0.1")
     parser.add_argument(
-        "--batched-writes",
+        "--one-write",
         action="store_true",
         help="write each response in one system call, as the pipeline's gateway does (report only)",
     )
     return parser.parse_args()
 
 
-def serve(app: App, port: int, lifespan: Literal["on", "off"] = "off", *, batched_writes: bool = False) -> None:
+def serve(app: App, port: int, lifespan: Literal["on", "off"] = "off", *, one_write: bool = False) -> None:
     """Runs ``app`` in this process: one uvicorn worker with uvloop and httptools.
 
-    With ``batched_writes``, uvicorn's protocol is the gateway's (``pipeserve.gateway.
+    With ``one_write``, uvicorn's protocol is the gateway's (``pipeserve.gateway.
     http_protocol``): a response's head and body leave in one write instead of two.
     """
     http: Any = "httptools"
-    if batched_writes:
-        from pipeserve.gateway.http_protocol import BatchedWritesProtocol
+    if one_write:
+        from pipeserve.gateway.http_protocol import OneWriteProtocol
 
-        http = BatchedWritesProtocol
+        http = OneWriteProtocol
     config = uvicorn.Config(
         app,
         host="127.0.0.1",

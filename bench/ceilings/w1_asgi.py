@@ -42,4 +42,4 @@ async def _predict(receive: asgi.Receive, send: asgi.Send) -> None:
 
 if __name__ == "__main__":
     options = asgi.options_from_argv(__doc__ or "")
-    asgi.serve(app, options.port, batched_writes=options.batched_writes)
+    asgi.serve(app, options.port, one_write=options.one_write)

@@ -169,7 +169,7 @@ class _Serving:
         uv_config = uvicorn.Config(
             (http.TracedHttpApp if self.traced else http.HttpApp)(self.gateway, self.metrics),
             loop="none",
-            http=http_protocol.BatchedWritesProtocol,
+            http=http_protocol.OneWriteProtocol,
             ws="none",
             lifespan="off",
             access_log=False,

@@ -1,15 +1,15 @@
-"""One socket write per response: the gateway's HTTP connections batch their small writes.
+"""One socket write per response: the gateway sends a response's head together with its body.
 
 Aspects:
 
-- ``BatchedWrites`` holds the writes made during one loop iteration and hands them to the
-  transport as one ``writelines``, in order; a write that brings the held bytes to
-  ``FLUSH_AT_BYTES`` goes at once; closing sends what is held first; nothing is written to a
-  transport that is closing; everything else reaches the transport unchanged;
+- ``HeadJoiningTransport`` holds a final response head until the next write and hands both to
+  the transport in one call; other writes, and interim ``100 Continue`` answers, go straight
+  through; the end of a response, closing and ``write_eof`` send a held head; nothing is written
+  to a transport that is closing; everything else reaches the transport unchanged;
 - over real HTTP on loopback, each response of a keep-alive connection reaches the socket's
-  transport in exactly one write, and what batching could break still works: pipelined
-  requests answered in order, a body larger than the flush threshold, ``Expect:
-  100-continue``, ``Connection: close``.
+  transport in exactly one write, and what joining could break still works: pipelined
+  requests answered in order, a large body, ``Expect: 100-continue``, ``Connection: close``, a
+  HEAD request (a head with no body) followed by another request.
 """
 
 from __future__ import annotations
@@ -24,7 +24,10 @@ import pytest
 
 from pipeserve import Op, RequestOp, ResponseOp
 from pipeserve.gateway import http_protocol
-from pipeserve.gateway.http_protocol import FLUSH_AT_BYTES, BatchedWrites
+from pipeserve.gateway.http_protocol import HeadJoiningTransport
+
+HEAD = b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 13\r\n\r\n"
+BODY = b'{"err_no": 0}'
 
 
 class RecordingTransport:
@@ -64,58 +67,54 @@ class RecordingTransport:
         return getattr(self.wrapped, name)
 
 
-async def next_iteration() -> None:
-    """Let the loop finish the callbacks scheduled so far (the flush is one of them)."""
-    await asyncio.sleep(0)  # sync-ok: one loop iteration, not a wait for time to pass
-
-
-# --- BatchedWrites ---------------------------------------------------------------------
-
-
-async def test_writes_of_one_iteration_reach_the_transport_as_one_call_in_order() -> None:
+def joining() -> tuple[HeadJoiningTransport, RecordingTransport]:
     transport = RecordingTransport()
-    batched = BatchedWrites(transport, asyncio.get_running_loop())  # type: ignore[arg-type]
-    batched.write(b"HTTP/1.1 200 OK\r\n\r\n")
-    batched.write(b'{"err_no": 0}')
+    return HeadJoiningTransport(transport), transport  # type: ignore[arg-type]
+
+
+# --- HeadJoiningTransport ----------------------------------------------------------------
+
+
+def test_a_head_waits_for_its_body_and_both_reach_the_transport_in_one_call() -> None:
+    joined, transport = joining()
+    joined.write(HEAD)
     assert transport.calls == []
-    await next_iteration()
-    assert transport.calls == [[b"HTTP/1.1 200 OK\r\n\r\n", b'{"err_no": 0}']]
-    batched.write(b"next")
-    await next_iteration()
-    assert transport.calls[1:] == [[b"next"]]
+    joined.write(BODY)
+    assert transport.calls == [[HEAD, BODY]]
+    joined.write(b"more of a streamed body")
+    assert transport.calls[1:] == [[b"more of a streamed body"]]
 
 
-async def test_reaching_the_flush_threshold_writes_at_once_keeping_the_order() -> None:
-    transport = RecordingTransport()
-    batched = BatchedWrites(transport, asyncio.get_running_loop())  # type: ignore[arg-type]
-    big = b"x" * FLUSH_AT_BYTES
-    batched.write(big)  # nothing held: straight through
-    assert transport.calls == [[big]]
-    batched.write(b"head")
-    batched.write(b"y" * (FLUSH_AT_BYTES - 4))  # brings the held bytes to the threshold
-    assert transport.calls[1:] == [[b"head", b"y" * (FLUSH_AT_BYTES - 4)]]
-    await next_iteration()
-    assert len(transport.calls) == 2  # the scheduled flush found nothing left
+def test_writes_that_are_not_a_final_head_go_straight_through() -> None:
+    joined, transport = joining()
+    interim = b"HTTP/1.1 100 Continue\r\n\r\n"
+    joined.write(interim)
+    joined.write(b"a body chunk")
+    joined.write(HEAD[:20])  # a head is written whole, with its blank line: this is not one
+    assert transport.calls == [[interim], [b"a body chunk"], [HEAD[:20]]]
 
 
-async def test_close_sends_what_is_held_first_and_a_closing_transport_gets_nothing() -> None:
-    transport = RecordingTransport()
-    batched = BatchedWrites(transport, asyncio.get_running_loop())  # type: ignore[arg-type]
-    batched.write(b"last words")
-    batched.close()
-    assert transport.calls == [[b"last words"]] and transport.closed
-    batched.write(b"too late")
-    await next_iteration()
-    assert transport.calls == [[b"last words"]]
+def test_a_held_head_leaves_at_flush_close_and_write_eof() -> None:
+    joined, transport = joining()
+    joined.write(HEAD)
+    joined.flush()  # the response ended without a body (an answer to HEAD)
+    joined.flush()
+    assert transport.calls == [[HEAD]]
+    joined.write(HEAD)
+    joined.write_eof()
+    assert transport.calls[1:] == [[HEAD], [b"<eof>"]]
+    joined.write(HEAD)
+    joined.close()
+    assert transport.calls[3:] == [[HEAD]] and transport.closed
 
 
-async def test_write_eof_sends_what_is_held_first_and_other_calls_reach_the_transport() -> None:
-    transport = RecordingTransport()
-    batched = BatchedWrites(transport, asyncio.get_running_loop())  # type: ignore[arg-type]
-    batched.writelines([b"a", b"b"])
-    batched.write_eof()
-    assert transport.calls == [[b"a", b"b"], [b"<eof>"]]
-    assert batched.get_extra_info("peername") == ("127.0.0.1", 1234)
+def test_a_closing_transport_gets_no_held_head_and_other_calls_reach_the_transport() -> None:
+    joined, transport = joining()
+    joined.write(HEAD)
+    transport.closed = True
+    joined.flush()
+    assert transport.calls == []
+    assert joined.get_extra_info("peername") == ("127.0.0.1", 1234)
 
 
 # --- the gateway over loopback -----------------------------------------------------------
@@ -129,20 +128,20 @@ class Echo(Op):
 def socket_writes(monkeypatch: pytest.MonkeyPatch) -> list[RecordingTransport]:
     """The socket transport of every HTTP connection the gateway accepts, recorded."""
     recorded: list[RecordingTransport] = []
-    connection_made = http_protocol.BatchedWritesProtocol.connection_made
+    connection_made = http_protocol.OneWriteProtocol.connection_made
 
     def recording_connection_made(self: Any, transport: Any) -> None:
         recorder = RecordingTransport(transport)
         recorded.append(recorder)
         connection_made(self, recorder)
 
-    monkeypatch.setattr(http_protocol.BatchedWritesProtocol, "connection_made", recording_connection_made)
+    monkeypatch.setattr(http_protocol.OneWriteProtocol, "connection_made", recording_connection_made)
     return recorded
 
 
 async def start_echo(serve: Any) -> Any:
     echo = Echo(name="echo", input_ops=[RequestOp()])
-    return await serve(ResponseOp(input_ops=[echo]), {"max_request_bytes": 4 * FLUSH_AT_BYTES}, name="t")
+    return await serve(ResponseOp(input_ops=[echo]), {"max_request_bytes": 1 << 20}, name="t")
 
 
 def http_request(body: bytes, *extra_headers: str) -> bytes:
@@ -198,9 +197,9 @@ async def test_pipelined_requests_are_answered_in_order(serve: Any, socket_write
     assert answers == [["piped 0"], ["piped 1"], ["piped 2"]]
 
 
-async def test_a_body_larger_than_the_flush_threshold_arrives_whole(serve: Any, socket_writes: list[RecordingTransport]) -> None:
+async def test_a_large_body_arrives_whole(serve: Any, socket_writes: list[RecordingTransport]) -> None:
     running = await start_echo(serve)
-    array = np.arange(2 * FLUSH_AT_BYTES // 4, dtype=np.float32)
+    array = np.arange(64 * 1024, dtype=np.float32)  # 256 KiB: more than one socket write takes
     tensor = {"dtype": "float32", "shape": list(array.shape), "data": base64.b64encode(array.tobytes()).decode()}
     async with running.http() as http:
         reply = await http.post("/t/prediction", content=orjson.dumps({"tensors": {"x": tensor}}))
@@ -242,3 +241,23 @@ async def test_connection_close_gets_the_whole_response_then_the_close(
         await writer.wait_closed()
     assert status == b"HTTP/1.1 200 OK" and headers["connection"] == "close"
     assert orjson.loads(answer)["value"] == ["goodbye"]
+
+
+async def test_a_head_request_gets_its_head_and_the_connection_serves_on(
+    serve: Any, socket_writes: list[RecordingTransport]
+) -> None:
+    running = await start_echo(serve)
+    reader, writer = await asyncio.open_connection("127.0.0.1", running.endpoints.http_port)
+    try:
+        writer.write(b"HEAD /healthz HTTP/1.1\r\nHost: localhost\r\n\r\n")
+        async with asyncio.timeout(10):  # a head left waiting for a body would never come
+            status = (await reader.readline()).strip()
+            while (await reader.readline()).strip() != b"":
+                pass  # the headers; a HEAD answer has no body to read
+        writer.write(http_request(words_body("after head")))
+        _, _, answer = await read_response(reader)
+    finally:
+        writer.close()
+        await writer.wait_closed()
+    assert status.startswith(b"HTTP/1.1 ") and status[9:10] in (b"2", b"4"), status
+    assert orjson.loads(answer)["value"] == ["after head"]
