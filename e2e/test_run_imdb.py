@@ -23,7 +23,7 @@ import subprocess
 import sys
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from pathlib import Path
 from types import ModuleType
 from typing import NamedTuple
@@ -176,8 +176,8 @@ def test_imdb_pipelineservice_runs_locally_recovers_from_a_killed_replica_and_st
             victim = pids["op bow #1"]
             with ThreadPoolExecutor(8) as pool:
                 answers = [pool.submit(ask, i) for i in range(300)]
-                while not any(a.done() for a in answers[:20]):  # the load is flowing
-                    time.sleep(0.01)
+                # The load is flowing once one of the first answers is in.
+                wait(answers[:20], timeout=60, return_when=FIRST_COMPLETED)
                 os.kill(victim, signal.SIGKILL)
                 pending_at_kill = sum(not a.done() for a in answers)
                 results = [a.result(timeout=60) for a in answers]

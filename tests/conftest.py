@@ -15,7 +15,8 @@ import threading
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
-from typing import Any
+from types import ModuleType
+from typing import Any, NamedTuple
 
 import httpx
 import pytest
@@ -83,6 +84,31 @@ async def serve(tmp_path: Path) -> AsyncIterator[Serve]:
     finally:
         for server in started:
             await server.stop(grace_s=1)
+
+
+# --- the imdb example -------------------------------------------------------------------
+
+IMDB_EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "imdb_ensemble"
+
+
+class ImdbExample(NamedTuple):
+    """The imdb example's modules: its ops and its numpy models."""
+
+    ops: ModuleType
+    models: ModuleType
+
+
+@pytest.fixture
+def imdb_example(monkeypatch: pytest.MonkeyPatch) -> Iterator[ImdbExample]:
+    """The imdb example's ``ops`` and ``models``, imported from its folder, which stays
+    importable for the test (class paths such as ``ops:BowOp``); forgotten afterwards."""
+    monkeypatch.syspath_prepend(str(IMDB_EXAMPLE))
+    import models
+    import ops
+
+    yield ImdbExample(ops, models)
+    for name in ("ops", "models"):
+        sys.modules.pop(name, None)
 
 
 # --- child processes ---------------------------------------------------------------------

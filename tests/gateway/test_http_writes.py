@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
+from collections.abc import AsyncIterator
 from typing import Any
 
 import numpy as np
@@ -144,6 +146,17 @@ async def start_echo(serve: Any) -> Any:
     return await serve(ResponseOp(input_ops=[echo]), {"max_request_bytes": 1 << 20}, name="t")
 
 
+@contextlib.asynccontextmanager
+async def connected(running: Any) -> AsyncIterator[tuple[asyncio.StreamReader, asyncio.StreamWriter]]:
+    """A raw TCP connection to the gateway's HTTP port, closed afterwards."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", running.endpoints.http_port)
+    try:
+        yield reader, writer
+    finally:
+        writer.close()
+        await writer.wait_closed()
+
+
 def http_request(body: bytes, *extra_headers: str) -> bytes:
     head = ["POST /t/prediction HTTP/1.1", "Host: localhost", "Content-Type: application/json"]
     head += [f"Content-Length: {len(body)}", *extra_headers]
@@ -167,16 +180,12 @@ def words_body(text: str) -> bytes:
 
 async def test_each_response_reaches_the_socket_in_one_write(serve: Any, socket_writes: list[RecordingTransport]) -> None:
     running = await start_echo(serve)
-    reader, writer = await asyncio.open_connection("127.0.0.1", running.endpoints.http_port)
-    try:
+    async with connected(running) as (reader, writer):
         for i in range(5):
             writer.write(http_request(words_body(f"request {i}")))
             status, _, body = await read_response(reader)
             assert status == b"HTTP/1.1 200 OK"
             assert orjson.loads(body)["value"] == [f"request {i}"]
-    finally:
-        writer.close()
-        await writer.wait_closed()
     (connection,) = socket_writes
     assert len(connection.calls) == 5, [len(c) for c in connection.calls]
     for i, call in enumerate(connection.calls):
@@ -187,13 +196,9 @@ async def test_each_response_reaches_the_socket_in_one_write(serve: Any, socket_
 
 async def test_pipelined_requests_are_answered_in_order(serve: Any, socket_writes: list[RecordingTransport]) -> None:
     running = await start_echo(serve)
-    reader, writer = await asyncio.open_connection("127.0.0.1", running.endpoints.http_port)
-    try:
+    async with connected(running) as (reader, writer):
         writer.write(b"".join(http_request(words_body(f"piped {i}")) for i in range(3)))
         answers = [orjson.loads((await read_response(reader))[2])["value"] for _ in range(3)]
-    finally:
-        writer.close()
-        await writer.wait_closed()
     assert answers == [["piped 0"], ["piped 1"], ["piped 2"]]
 
 
@@ -212,18 +217,14 @@ async def test_expect_100_continue_gets_the_interim_answer_then_the_response(
     serve: Any, socket_writes: list[RecordingTransport]
 ) -> None:
     running = await start_echo(serve)
-    reader, writer = await asyncio.open_connection("127.0.0.1", running.endpoints.http_port)
     body = words_body("after continue")
-    try:
+    async with connected(running) as (reader, writer):
         request = http_request(body, "Expect: 100-continue")
         writer.write(request[: -len(body)])  # the head alone: the server must invite the body
         assert (await reader.readline()).strip() == b"HTTP/1.1 100 Continue"
         assert (await reader.readline()).strip() == b""
         writer.write(body)
         status, _, answer = await read_response(reader)
-    finally:
-        writer.close()
-        await writer.wait_closed()
     assert status == b"HTTP/1.1 200 OK" and orjson.loads(answer)["value"] == ["after continue"]
 
 
@@ -231,14 +232,10 @@ async def test_connection_close_gets_the_whole_response_then_the_close(
     serve: Any, socket_writes: list[RecordingTransport]
 ) -> None:
     running = await start_echo(serve)
-    reader, writer = await asyncio.open_connection("127.0.0.1", running.endpoints.http_port)
-    try:
+    async with connected(running) as (reader, writer):
         writer.write(http_request(words_body("goodbye"), "Connection: close"))
         status, headers, answer = await read_response(reader)
         assert await reader.read() == b""  # then the server closes the connection
-    finally:
-        writer.close()
-        await writer.wait_closed()
     assert status == b"HTTP/1.1 200 OK" and headers["connection"] == "close"
     assert orjson.loads(answer)["value"] == ["goodbye"]
 
@@ -247,8 +244,7 @@ async def test_a_head_request_gets_its_head_and_the_connection_serves_on(
     serve: Any, socket_writes: list[RecordingTransport]
 ) -> None:
     running = await start_echo(serve)
-    reader, writer = await asyncio.open_connection("127.0.0.1", running.endpoints.http_port)
-    try:
+    async with connected(running) as (reader, writer):
         writer.write(b"HEAD /healthz HTTP/1.1\r\nHost: localhost\r\n\r\n")
         async with asyncio.timeout(10):  # a head left waiting for a body would never come
             status = (await reader.readline()).strip()
@@ -256,8 +252,5 @@ async def test_a_head_request_gets_its_head_and_the_connection_serves_on(
                 pass  # the headers; a HEAD answer has no body to read
         writer.write(http_request(words_body("after head")))
         _, _, answer = await read_response(reader)
-    finally:
-        writer.close()
-        await writer.wait_closed()
     assert status.startswith(b"HTTP/1.1 ") and status[9:10] in (b"2", b"4"), status
     assert orjson.loads(answer)["value"] == ["after head"]

@@ -21,10 +21,9 @@ import logging
 import base64
 import os
 import socket
-import sys
 import threading
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -39,10 +38,9 @@ from pipeserve.pipeline import config as config_mod
 from pipeserve.proto.pipeserve.v1 import op_service_pb2 as op_pb
 
 if TYPE_CHECKING:  # fixtures' types, from tests/conftest.py
-    from conftest import StartOpService
+    from conftest import ImdbExample, StartOpService
 
 
-EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "imdb_ensemble"
 SENTENCES = [
     "this movie was not good at all",
     "a wonderful film with a great cast",
@@ -53,16 +51,9 @@ SENTENCES = [
 
 
 @pytest.fixture
-def imdb(monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
+def imdb(imdb_example: ImdbExample) -> Any:
     """The example's ops module, imported from the example's folder."""
-    monkeypatch.syspath_prepend(str(EXAMPLE))
-    import models
-    import ops
-
-    yield ops
-    for name in ("ops", "models"):
-        sys.modules.pop(name, None)
-    del models
+    return imdb_example.ops
 
 
 @pytest.fixture

@@ -27,7 +27,7 @@ port, here = int(sys.argv[1]), pathlib.Path(sys.argv[2])
 if (here / "broken").exists():
     sys.exit(3)
 if "--child" in sys.argv:
-    sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"])
+    sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"])  # sync-ok: a grandchild that lives until killed
     (here / "child").write_text(str(sleeper.pid))
 server = socket.create_server(("127.0.0.1", port))
 while True:
@@ -76,7 +76,7 @@ async def until(condition: Callable[[], bool], what: str, reports: list[str]) ->
     deadline = time.monotonic() + DEADLINE_S
     while not condition():
         assert time.monotonic() < deadline, f"{what}, reported:\n" + "\n".join(reports)
-        await asyncio.sleep(0.02)
+        await asyncio.sleep(0.02)  # sync-ok: polls the condition, with a deadline
 
 
 async def test_an_exited_process_is_restarted_with_a_backoff_that_doubles_while_it_keeps_failing(
@@ -136,7 +136,7 @@ async def test_what_an_exited_process_started_is_killed_with_it(tmp_path: Path) 
 
 async def test_ctrl_c_while_starting_stops_at_once(tmp_path: Path) -> None:
     reports: list[str] = []
-    never_ready = (sys.executable, "-c", "import time; time.sleep(600)")
+    never_ready = (sys.executable, "-c", "import time; time.sleep(600)")  # sync-ok: a process that never gets ready
     timing = supervisor.Timing(ready_timeout_s=300, grace_s=5)
     running = supervisor.Supervisor(stand_in_plan(tmp_path, argv=never_ready), reports.append, timing)
     stop = asyncio.Event()

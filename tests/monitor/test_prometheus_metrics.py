@@ -145,7 +145,7 @@ async def wait_for_gauges(http: httpx.AsyncClient, ok) -> tuple[float, ...]:  # 
         figures = await gauges(http)
         if ok(*figures) or time.monotonic() > deadline:
             return figures
-        await asyncio.sleep(0.02)
+        await asyncio.sleep(0.02)  # sync-ok: polls the gauges until they match, with a deadline
 
 
 async def test_queue_depth_and_in_flight_follow_a_blocked_op(serve) -> None:

@@ -14,30 +14,25 @@ import asyncio
 import html.parser
 import shutil
 import struct
-import sys
-from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
 from pipeserve import ResponseOp
 
-EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "imdb_ensemble"
+if TYPE_CHECKING:  # fixtures' types, from tests/conftest.py
+    from conftest import ImdbExample
+
 OPS = ("bow", "cnn", "combine")
 REQUESTS = 24
 WINDOW = (1000, 700)
 
 
 @pytest.fixture
-def imdb(monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
+def imdb(imdb_example: ImdbExample) -> Any:
     """The example's ops module, imported from the example's folder."""
-    monkeypatch.syspath_prepend(str(EXAMPLE))
-    import ops
-
-    yield ops
-    for name in ("ops", "models"):
-        sys.modules.pop(name, None)
+    return imdb_example.ops
 
 
 class Texts(html.parser.HTMLParser):

@@ -28,12 +28,14 @@ import socket
 import threading
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
 from typing import Any, TypeVar
 
 import attrs
 import kmock
 import kopf
 import pytest
+import yaml
 from kopf._cogs.structs.credentials import Vault, VaultKey  # kopf does not re-export them
 
 from pipeserve.operator import crd, main
@@ -187,6 +189,19 @@ def free_port() -> int:
         sock.bind(("127.0.0.1", 0))
         port: int = sock.getsockname()[1]
         return port
+
+
+def write_kubeconfig(path: Path, k8s: ApiEmulator) -> Path:
+    """A kubeconfig at ``path`` whose current context is the emulator, with a bearer token."""
+    path.write_text(
+        yaml.safe_dump({
+            "apiVersion": "v1", "kind": "Config", "current-context": "kmock",
+            "clusters": [{"name": "kmock", "cluster": {"server": str(k8s.url).rstrip("/")}}],
+            "users": [{"name": "operator", "user": {"token": "t0ken"}}],
+            "contexts": [{"name": "kmock", "context": {"cluster": "kmock", "user": "operator"}}],
+        })  # fmt: skip
+    )
+    return path
 
 
 @pytest.fixture

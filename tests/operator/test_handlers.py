@@ -42,6 +42,7 @@ from kube_harness import (  # noqa: F401  (k8s and operator are fixtures)
     names_of,
     operator,
     start_operator,
+    write_kubeconfig,
 )
 from pipeserve.operator import apply, main, naming, render, resources, spec
 
@@ -453,15 +454,7 @@ async def test_a_cluster_wide_operator_serves_every_namespace(k8s: ApiEmulator) 
 async def test_the_pipeserve_operator_command_logs_in_with_the_kubeconfig_and_stops_on_sigterm(
     k8s: ApiEmulator, tmp_path: Path
 ) -> None:
-    kubeconfig = tmp_path / "kubeconfig"
-    kubeconfig.write_text(
-        yaml.safe_dump({
-            "apiVersion": "v1", "kind": "Config", "current-context": "kmock",
-            "clusters": [{"name": "kmock", "cluster": {"server": str(k8s.url).rstrip("/")}}],
-            "users": [{"name": "operator", "user": {"token": "t0ken"}}],
-            "contexts": [{"name": "kmock", "context": {"cluster": "kmock", "user": "operator"}}],
-        })  # fmt: skip
-    )
+    kubeconfig = write_kubeconfig(tmp_path / "kubeconfig", k8s)
     liveness = f"http://127.0.0.1:{free_port()}/healthz"
     env = {**os.environ, "KUBECONFIG": str(kubeconfig)}
     process = await asyncio.create_subprocess_exec(

@@ -22,7 +22,6 @@ from typing import Any
 import aiohttp
 import kopf
 import pytest
-import yaml
 from prometheus_client import exposition, parser
 
 from kube_harness import (  # noqa: F401  (k8s is a fixture)
@@ -33,6 +32,7 @@ from kube_harness import (  # noqa: F401  (k8s is a fixture)
     k8s,
     live,
     start_operator,
+    write_kubeconfig,
 )
 from pipeserve.operator import main, render
 from pipeserve.operator import metrics as operator_metrics
@@ -148,15 +148,7 @@ async def test_metrics_count_a_valid_and_an_invalid_pipeline_and_follow_readines
 
 
 async def test_the_operator_command_prints_and_serves_its_metrics_port(k8s: ApiEmulator, tmp_path: Path) -> None:
-    kubeconfig = tmp_path / "kubeconfig"
-    kubeconfig.write_text(
-        yaml.safe_dump({
-            "apiVersion": "v1", "kind": "Config", "current-context": "kmock",
-            "clusters": [{"name": "kmock", "cluster": {"server": str(k8s.url).rstrip("/")}}],
-            "users": [{"name": "operator", "user": {"token": "t0ken"}}],
-            "contexts": [{"name": "kmock", "context": {"cluster": "kmock", "user": "operator"}}],
-        })  # fmt: skip
-    )
+    kubeconfig = write_kubeconfig(tmp_path / "kubeconfig", k8s)
     process = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "pipeserve.cli", "operator", "--namespace", "default",
         "--metrics-port", "0", "--metrics-host", "127.0.0.1",

@@ -18,10 +18,9 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import sys
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pytest
@@ -33,6 +32,9 @@ from pipeserve.opservice.server import OpServer, Settings, load_op
 from pipeserve.pipeline import config as config_mod
 from pipeserve.operator import render
 
+if TYPE_CHECKING:  # fixtures' types, from tests/conftest.py
+    from conftest import ImdbExample
+
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "imdb_ensemble"
 SENTENCES = [
     "this movie was not good at all",
@@ -43,14 +45,9 @@ SENTENCES = [
 
 
 @pytest.fixture
-def imdb(monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
+def imdb(imdb_example: ImdbExample) -> Any:
     """The example's models module, with the example's folder importable (ops:BowOp, ...)."""
-    monkeypatch.syspath_prepend(str(EXAMPLE))
-    import models
-
-    yield models
-    for name in ("ops", "models"):
-        sys.modules.pop(name, None)
+    return imdb_example.models
 
 
 @pytest.fixture
